@@ -1,0 +1,69 @@
+"""Shared fixtures: offline environment, tiny components, composed configs, the shared test data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tests never touch a model hub, even when run without test.sh.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Cache and output roots in a temporary folder for the whole session."""
+    base = tmp_path_factory.mktemp("videoedit")
+    os.environ["VIDEOEDIT_CACHE_ROOT"] = str(base / "cache")
+    os.environ["VIDEOEDIT_OUTPUT_ROOT"] = str(base / "outputs")
+    os.environ["VIDEOEDIT_DATA_ROOT"] = str(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; tests using it skip when it is absent (a user's clone does not have it)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from videoedit.models.tokenizer import load_clip_tokenizer
+
+    return load_clip_tokenizer(os.environ["VIDEOEDIT_CACHE_ROOT"] + "/tokenizer")
+
+
+@pytest.fixture(scope="session")
+def tiny_components():
+    """The tiny stack with a ControlNet (session-scoped: treat as read-only)."""
+    from videoedit.models.tiny import build_tiny_components
+
+    return build_tiny_components(
+        seed=0, controlnet="tiny", tokenizer_cache_dir=os.environ["VIDEOEDIT_CACHE_ROOT"] + "/tokenizer"
+    )
+
+
+@pytest.fixture()
+def compose():
+    """``compose(*overrides)`` -> the composed config (``configs/config.yaml``)."""
+    from videoedit.config import compose_config
+
+    return lambda *overrides: compose_config(list(overrides))
+
+
+# Overrides for fast end-to-end runs with the tiny model (4 frames at 128 px, 3 steps).
+FAST = [
+    "model=tiny",
+    "data=two_figures",
+    "data.num_frames=4",
+    "data.height=128",
+    "data.width=128",
+    "method.num_inference_steps=3",
+    "progress_bar=false",
+]
