@@ -19,16 +19,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ForwardClock, machine, peak_rss_mib, save, timed  # noqa: E402
+from common import ForwardClock, machine, peak_rss_mib, save, timed
 
-from videoedit.data.synthetic import render_two_figures  # noqa: E402
-from videoedit.io.transforms import frames_to_tensor  # noqa: E402
-from videoedit.models.tiny import build_random_sd15_components, build_tiny_components  # noqa: E402
-from videoedit.pipelines.pipeline_ddim import DDIMEditPipeline  # noqa: E402
+from videoedit.data.synthetic import render_two_figures
+from videoedit.io.transforms import frames_to_tensor
+from videoedit.models.tiny import build_random_sd15_components, build_tiny_components
+from videoedit.pipelines.pipeline_ddim import DDIMEditPipeline
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=["tiny", "sd15"], default="tiny")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
@@ -39,7 +41,9 @@ def main() -> None:
     results: dict = {"config": vars(args), "machine": machine(), "seconds": {}}
     t = results["seconds"]
     with timed(t, "build_model"):
-        components = (build_tiny_components if args.model == "tiny" else build_random_sd15_components)(controlnet=True)
+        components = (build_tiny_components if args.model == "tiny" else build_random_sd15_components)(
+            controlnet=True
+        )
     pipe = DDIMEditPipeline.from_components(components)
     pipe.set_progress_bar_config(disable=True)
     clip = render_two_figures(args.frames, args.size, args.size)
@@ -53,7 +57,9 @@ def main() -> None:
         clock = ForwardClock(pipe.unet, pipe.controlnet)
         vae_clock = ForwardClock(pipe.vae.encoder)  # the inversion encodes the frames itself
         with timed(t, "inversion"):
-            inversion = pipe.invert(frames, "two men jogging", control=control, num_inference_steps=args.steps)
+            inversion = pipe.invert(
+                frames, "two men jogging", control=control, num_inference_steps=args.steps
+            )
         inv_net = clock.seconds
         with timed(t, "sampling"):
             out = pipe(
@@ -68,7 +74,10 @@ def main() -> None:
         with timed(t, "vae_decode"):
             pipe.decode_latents(out.latents)
     net = clock.seconds
-    results["unet_controlnet_forward_seconds"] = {"inversion": round(inv_net, 3), "sampling": round(net - inv_net, 3)}
+    results["unet_controlnet_forward_seconds"] = {
+        "inversion": round(inv_net, 3),
+        "sampling": round(net - inv_net, 3),
+    }
     results["network_calls"] = clock.calls
     wall = t["inversion"] + t["sampling"]
     results["vae_encode_in_inversion_seconds"] = round(vae_clock.seconds, 3)

@@ -136,7 +136,9 @@ def build_tiny_components(
     )
 
 
-def build_random_sd15_components(seed: int = 0, controlnet: bool = True, tokenizer_cache_dir: str | None = None) -> Components:
+def build_random_sd15_components(
+    seed: int = 0, controlnet: bool = True, tokenizer_cache_dir: str | None = None
+) -> Components:
     """Components with SD-1.5's exact shapes (UNet 860M, ControlNet, VAE, CLIP ViT-L text encoder)
     and seeded random weights. For speed and memory benchmarks without downloading weights; the
     outputs are meaningless."""
