@@ -3,8 +3,9 @@
 The 18-keypoint OpenPose (COCO-18) layout: 0 nose, 1 neck, 2 right shoulder, 3 right elbow, 4 right
 wrist, 5 left shoulder, 6 left elbow, 7 left wrist, 8 right hip, 9 right knee, 10 right ankle, 11 left
 hip, 12 left knee, 13 left ankle, 14 right eye, 15 left eye, 16 right ear, 17 left ear.
-Limbs are filled ellipses (4 px half-width at 512 px) in the standard 18-colour palette at 60%
-opacity over black, joints are 4 px discs in the same palette, as in ControlNet's annotator.
+Limbs are filled ellipses (4 px half-width at 512 px) in the standard 18-colour palette, the limb
+layer is scaled to 60% brightness, then joints are drawn on top as 4 px discs in the same palette: the
+drawing of ControlNet 1.1's annotator and controlnet-aux (what the v1.1 OpenPose models were trained on).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def draw_openpose(
     stick = stick_width if stick_width is not None else max(1, round(4 * scale))
     radius = max(1, round(4 * scale))
     ok = (keypoints[..., 2] > 0) & np.isfinite(keypoints[..., :2]).all(-1)
-    for person, valid in zip(keypoints, ok):
+    for person, valid in zip(keypoints, ok):  # limbs of every person first, at full colour
         for i, (a, b) in enumerate(LIMBS):
             if not (valid[a] and valid[b]):
                 continue
@@ -65,9 +66,9 @@ def draw_openpose(
                 360,
                 1,
             )
-            layer = canvas.copy()
-            cv2.fillConvexPoly(layer, poly, COLORS[i])
-            canvas = cv2.addWeighted(canvas, 0.4, layer, 0.6, 0)
+            cv2.fillConvexPoly(canvas, poly, COLORS[i])
+    canvas = (canvas * 0.6).astype(np.uint8)  # limbs at 60% (ControlNet 1.1 / controlnet-aux drawing)
+    for person, valid in zip(keypoints, ok):  # then the joints on top, at full colour
         for k in range(NUM_KEYPOINTS):
             if valid[k]:
                 cv2.circle(

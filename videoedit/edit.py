@@ -34,7 +34,6 @@ from videoedit.errors import ConfigError, VideoEditError
 from videoedit.inversion.cache import InversionCache
 from videoedit.io.result_tree import RunDirectory
 from videoedit.io.transforms import tensor_to_frames
-from videoedit.io.writers import write_frames
 from videoedit.methods.base import EditMethod, EditRequest, parse_edit_requests
 from videoedit.metrics.run_facts import (
     StageTimer,
@@ -226,6 +225,12 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
         "off" if cache is None or not method.inversion.cache else ("hit" if inversion.cache_hit else "miss")
     )
     logger.info("inversion: cache %s (key %s)", cache_status, inversion.key)
+    inversion_artifacts = method.inversion_artifacts(source, inversion, pipe) if is_main else None
+    if inversion_artifacts is not None:
+        with timer("write_inputs"):
+            run.write_artifacts(
+                inversion_artifacts.videos, inversion_artifacts.images, inversion_artifacts.arrays
+            )
 
     # 5. edits, split across processes -------------------------------------------------------------
     produced = []
@@ -243,8 +248,7 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
             {
                 "index": index,
                 "frames": tensor_to_frames(result.frames),
-                "videos": result.videos,
-                "images": result.images,
+                "artifacts": (result.videos, result.images, result.arrays),
                 "info": result.info,
                 "seconds": timer.seconds[f"edit/{request.name}"],
             }
@@ -269,7 +273,11 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
             "source_prompt": source.prompt,
         },
         "seeds": {"seed": int(cfg.seed), "sample_seeds": [int(s) for s in cfg.sample_seeds]},
-        "inversion": {"cache": cache_status, "key": inversion.key},
+        "inversion": {
+            "cache": cache_status,
+            "key": inversion.key,
+            **(inversion_artifacts.info if inversion_artifacts else {}),
+        },
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
         "processes": dist.num_processes,
@@ -281,10 +289,7 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
             for item in produced:
                 request: EditRequest = requests[item["index"]]
                 run.write_edit(request.name, item["frames"])
-                for rel, video in item["videos"].items():
-                    run.write_extra_video(rel, video)
-                for rel, image in item["images"].items():
-                    write_frames((run.root / rel).parent, image[None], [Path(rel).stem])
+                run.write_artifacts(*item["artifacts"])
                 edits[request.name] = item["frames"]
                 listing.append(
                     {

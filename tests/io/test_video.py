@@ -86,3 +86,16 @@ def test_wrong_suffix_and_empty_folder(tmp_path):
 def test_too_few_frames_in_file(shared_data):
     with pytest.raises(NotEnoughFramesError, match=r"truck\.mp4 has 21 frames"):
         read_video(shared_data / "clips" / "truck.mp4", FrameSampling(0, 16, 2))
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from videoedit.io.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -106,3 +106,15 @@ def test_dtype_resolution():
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype("auto", "cuda") == torch.float16
     assert resolve_dtype("bf16") == torch.bfloat16
+
+
+def test_controlnet_for_another_text_width_is_refused(tiny_components, tmp_path):
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from videoedit.models.tiny import tiny_unet_config
+
+    _save_tiny(tiny_components, tmp_path / "sd")
+    wide_unet = UNet2DConditionModel(**tiny_unet_config(cross_attention_dim=64))  # as SD 2.x next to SD 1.5
+    ControlNetModel.from_unet(wide_unet).save_pretrained(tmp_path / "cn")
+    with pytest.raises(ModelLoadError, match=r"text embeddings of width 64 but .* has 32"):
+        load_stable_diffusion(str(tmp_path / "sd"), controlnet=str(tmp_path / "cn"), dtype="fp32")

@@ -124,7 +124,8 @@ def inversion_grid(scheduler, num_inference_steps: int, num_inversion_steps: int
         raise ConfigError(
             f"The inversion schedule ({num_inversion_steps} steps) does not contain the sampling timesteps "
             f"{missing[:5]}{'...' if len(missing) > 5 else ''} of the {num_inference_steps}-step editing schedule. "
-            "Use a number of inversion steps that is a multiple of the sampling steps (e.g. 500 for 50)."
+            f"Use a number of inversion steps whose step size (1000 // steps) divides the editing step size "
+            f"({1000 // num_inference_steps}), e.g. 100, 250 or 500 for 50 editing steps."
         )
     scheduler.set_timesteps(num_inference_steps)  # leave the scheduler on the editing schedule
     return fine

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from videoedit.io.atomic import write_json, write_text
+from videoedit.io.atomic import atomic_path, write_json, write_text
 from videoedit.io.masks import write_masks
 from videoedit.io.visualize import overlay_masks, side_by_side
 from videoedit.io.writers import write_frames, write_mp4
@@ -110,8 +110,21 @@ class RunDirectory:
         write_frames(self.sample_dir / name, frames)
         return write_mp4(self.edit_video_path(name), frames, self.fps)
 
-    def write_extra_video(self, relative: str, frames: np.ndarray) -> Path:
-        return write_mp4(self.root / relative, frames, self.fps)
+    def write_artifacts(
+        self,
+        videos: Mapping[str, np.ndarray] | None = None,
+        images: Mapping[str, np.ndarray] | None = None,
+        arrays: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Extra outputs by relative path: videos (mp4), images (png), arrays (``.npy``)."""
+        for rel, video in (videos or {}).items():
+            write_mp4(self.root / rel, video, self.fps)
+        for rel, image in (images or {}).items():
+            path = self.root / rel
+            write_frames(path.parent, image[None], [path.stem])
+        for rel, array in (arrays or {}).items():
+            with atomic_path(self.root / rel) as tmp:
+                np.save(tmp, np.asarray(array))
 
     def write_comparison(self, videos: Sequence[np.ndarray], labels: Sequence[str]) -> Path:
         return write_mp4(self.sample_dir / "comparison.mp4", side_by_side(videos, labels), self.fps)

@@ -65,20 +65,28 @@ def parse_edit_requests(
 
 
 @dataclass
-class EditResult:
-    """Output of one edit.
+class Artifacts:
+    """Extra outputs for the result tree, by path relative to the run directory.
 
     Attributes:
-        frames: ``(F, 3, H, W)`` in [-1, 1].
-        videos: extra videos to write next to the edit (name -> ``(F, H, W, 3)`` uint8), e.g. attention maps.
-        images: extra images (relative path -> ``(H, W, 3)`` uint8).
+        videos: ``(F, H, W, 3)`` uint8, written as mp4.
+        images: ``(H, W, 3)`` uint8, written as png.
+        arrays: any array, written with ``numpy.save``.
         info: facts for ``metrics.json``.
     """
 
-    frames: torch.Tensor
     videos: dict[str, np.ndarray] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EditResult(Artifacts):
+    """Output of one edit: ``frames (F, 3, H, W)`` in [-1, 1] plus extra :class:`Artifacts`
+    (e.g. attention visualisations)."""
+
+    frames: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,18 @@ class EditMethod(ABC):
         the time the context exits, becomes :attr:`InversionOutput.extras` (and is cached)."""
         yield {}
 
+    #: run the noise predictor once more on the final inverted latent (so processors can record features
+    #: at the noisiest timestep, which the inversion loop itself never evaluates)
+    final_feature_pass: bool = False
+    #: CFG branches run during inversion (``None``: the conditional one only at guidance 1)
+    inversion_branches: tuple[str, ...] | None = None
+
+    def inversion_artifacts(
+        self, source: SourceVideo, inversion: InversionOutput, pipe: VideoEditPipeline
+    ) -> Artifacts:
+        """Outputs derived from the inversion (written once per run), e.g. attention-feature studies."""
+        return Artifacts()
+
     def invert(
         self,
         pipe: VideoEditPipeline,
@@ -199,6 +219,8 @@ class EditMethod(ABC):
             "settings": {k: v for k, v in asdict(settings).items() if k != "cache"},
             "seed": seed if settings.vae_sample else None,
             "method": self.inversion_signature(),
+            "branches": self.inversion_branches,
+            "final_feature_pass": self.final_feature_pass,
         }
         key = cache_key(parts)
         grid = inversion_grid(pipe.scheduler, self.num_inference_steps, settings.num_inversion_steps)
@@ -232,6 +254,8 @@ class EditMethod(ABC):
                 generator=generator,
                 frame_batch_size=settings.frame_batch_size,
                 state=state,
+                final_feature_pass=self.final_feature_pass,
+                branches=self.inversion_branches,
             )
         output.extras = dict(extras)
         output.key = key

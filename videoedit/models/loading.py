@@ -238,6 +238,12 @@ def load_stable_diffusion(
         cnet, cn_print = load_controlnet(str(cn_folder), torch_dtype, variant=variant)
     for module in (unet, vae, text_encoder):
         module.eval().requires_grad_(False)
+    if cnet is not None and cnet.config.cross_attention_dim != unet.config.cross_attention_dim:
+        raise ModelLoadError(
+            f"The ControlNet '{controlnet}' was trained for text embeddings of width {cnet.config.cross_attention_dim} "
+            f"but '{name}' has {unet.config.cross_attention_dim} (an SD-1.5 ControlNet with SD 2.x, or the reverse). "
+            "Pick a ControlNet made for this model (controlnet.pretrained_model_name_or_path=...) or controlnet=none."
+        )
     fingerprint = folder_fingerprint(folder) + (f"+cn:{cn_print}" if cn_print else "")
     info = {"model": name, "model_folder": str(folder)}
     if controlnet:

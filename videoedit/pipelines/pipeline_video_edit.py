@@ -258,13 +258,20 @@ class VideoEditPipeline(DiffusionPipeline):
         control: torch.Tensor | None,
         controlnet_conditioning_scale: float,
         state: StepState,
+        branches: tuple[str, ...] | None = None,
     ) -> torch.Tensor:
         """Classifier-free guided noise for ``latents (F, 4, h, w)``; the batch is ``[uncond | cond]``.
 
-        With ``guidance_scale == 1`` only the conditional branch is computed (same result, half the work).
+        With ``guidance_scale == 1`` only the conditional branch is computed (same result, half the work)
+        unless ``branches=("uncond", "cond")`` asks for both (when processors record both branches).
         """
         num_frames = latents.shape[0]
-        branches = ("cond",) if guidance_scale == 1 else ("uncond", "cond")
+        if branches is None:
+            branches = ("cond",) if guidance_scale == 1 else ("uncond", "cond")
+        elif guidance_scale != 1 and tuple(branches) != ("uncond", "cond"):
+            raise ValueError(
+                f"classifier-free guidance needs the branches ('uncond', 'cond'), got {branches}"
+            )
         state.update(num_frames=num_frames, branches=branches, latent_size=tuple(latents.shape[-2:]))
         text, cn_text = embeddings.batch(num_frames, branches)
         n = len(branches)
@@ -294,6 +301,8 @@ class VideoEditPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         frame_batch_size: int | None = None,
         state: StepState | None = None,
+        final_feature_pass: bool = False,
+        branches: tuple[str, ...] | None = None,
     ) -> InversionOutput:
         """DDIM-invert ``frames (F, 3, H, W)``, keeping the latents at every editing timestep.
 
@@ -308,6 +317,10 @@ class VideoEditPipeline(DiffusionPipeline):
             frame_batch_size: frames per UNet call; ``None`` = all at once (required by methods whose
                 attention spans frames).
             state: the step state shared with installed processors.
+            final_feature_pass: run the noise predictor once more on the final latent at the noisiest
+                timestep (its output is discarded; installed processors can record features there).
+            branches: the CFG branches to run (default: only ``cond`` at guidance 1); the official
+                VideoGrain inversion runs ``("uncond", "cond")`` with guidance 1.
 
         Returns:
             :class:`InversionOutput` with latents on the CPU at the editing timesteps and at the
@@ -317,8 +330,6 @@ class VideoEditPipeline(DiffusionPipeline):
         state = state or StepState()
         grid = inversion_grid(self.scheduler, num_inference_steps, num_inversion_steps)
         keep = set(sampling_timesteps(self.scheduler, num_inference_steps)) | {grid[-1]}
-        if noise_timestep == "next" and grid[0] in keep:
-            keep.add(grid[0])
         z0 = self.encode_frames(frames, sample=vae_sample, generator=generator)
         source_latents = self.encode_frames(frames) if vae_sample else z0
         embeddings = GuidanceEmbeddings(
@@ -327,7 +338,7 @@ class VideoEditPipeline(DiffusionPipeline):
         control = self.prepare_control(control)
         num_frames = z0.shape[0]
         batch = frame_batch_size or num_frames
-        num_calls = len(grid) - 1 if noise_timestep == "current" else len(grid)
+        num_calls = (len(grid) - 1 if noise_timestep == "current" else len(grid)) + int(final_feature_pass)
         progress = self.progress_bar(total=num_calls)
         calls = 0
 
@@ -352,6 +363,7 @@ class VideoEditPipeline(DiffusionPipeline):
                         None if control is None else control[sl],
                         controlnet_conditioning_scale,
                         state,
+                        branches,
                     )
                 )
             calls += 1
@@ -368,6 +380,9 @@ class VideoEditPipeline(DiffusionPipeline):
             keep=sorted(keep & set(grid)),
             store_device="cpu",
         )
+        if final_feature_pass:
+            top = max(latents)
+            predict(latents[top].to(self.device, z0.dtype), top)
         progress.close()
         self.scheduler.set_timesteps(num_inference_steps)
         return InversionOutput(latents=latents, source_latents=source_latents.cpu())
