@@ -24,6 +24,11 @@ class Annotator(ABC):
 
     #: the ControlNet condition this annotator produces ("openpose", "depth", "canny", ...)
     condition_type: str = ""
+    #: bump when a code change alters the output for the same settings (part of the cache key)
+    version: int = 1
+    #: whether outputs go through the annotation cache (``False`` for annotators that only read files:
+    #: a cache entry would outlive edits of those files)
+    cacheable: bool = True
 
     @abstractmethod
     def annotate(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> np.ndarray:
@@ -43,6 +48,7 @@ class Annotator(ABC):
         return {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "condition_type": self.condition_type,
+            "version": self.version,
         }
 
     def __call__(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,13 @@ def read_condition_video(path: str | Path, indices: Sequence[int], size: tuple[i
 
 
 class PrecomputedCondition(Annotator):
-    """Use condition maps from ``path`` (one per frame of the source clip, same aspect ratio)."""
+    """Use condition maps from ``path`` (one per frame of the source clip, same aspect ratio).
+
+    Not cached (``cacheable = False``): reading the maps is the whole work, and a cache entry would
+    outlive maps rewritten in place.
+    """
+
+    cacheable = False
 
     def __init__(self, path: str, condition_type: str) -> None:
         self.path = str(path)
@@ -51,6 +59,19 @@ class PrecomputedCondition(Annotator):
         return read_condition_video(self.path, indices, frames.shape[1:3])
 
     def settings(self) -> dict[str, Any]:
+        """The path and a digest of what is there: ``(name, size, mtime)`` of the file, or of every file
+        of the folder (rewriting one map in place changes it)."""
         p = Path(self.path)
-        stat = p.stat() if p.is_file() else None
-        return {**super().settings(), "path": str(p.resolve()), "mtime": stat.st_mtime_ns if stat else None}
+        if p.is_file():
+            listing = [(p.name, *_stamp(p))]
+        elif p.is_dir():
+            listing = sorted((f.name, *_stamp(f)) for f in p.iterdir() if f.is_file())
+        else:
+            listing = []
+        digest = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+        return {**super().settings(), "path": str(p.resolve()), "files": len(listing), "digest": digest}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns

@@ -57,7 +57,8 @@ def compose():
     return lambda *overrides: compose_config(list(overrides))
 
 
-# Overrides for fast end-to-end runs with the tiny model (4 frames at 128 px, 3 steps).
+# Overrides for fast end-to-end runs with the tiny model (4 frames at 128 px, 3 steps). No CLIP scores:
+# metrics.clip_model=auto would load CLIP weights from a user's Hugging Face cache.
 FAST = [
     "model=tiny",
     "data=two_figures",
@@ -66,4 +67,5 @@ FAST = [
     "data.width=128",
     "method.num_inference_steps=3",
     "progress_bar=false",
+    "metrics.clip_model=null",
 ]

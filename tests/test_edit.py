@@ -105,7 +105,7 @@ def test_an_interrupted_run_never_looks_finished(compose, tmp_path, cache_root, 
 
     monkeypatch.setattr(DDIMMethod, "edit", crash)
     with pytest.raises(KeyboardInterrupt):
-        edit(compose(*FAST), root)
+        edit(compose(*FAST, "force=true"), root)
     assert not RunDirectory.is_complete(root)
 
 
@@ -190,9 +190,54 @@ def test_annotator_of_the_wrong_type(compose, tmp_path, shared_data):
 
 
 def test_controlnet_without_condition_maps(compose, tmp_path, shared_data):
+    # the openpose ControlNet brings the official dwpose annotator: without its packages/weights it fails
+    # before the model loads (model=sd15 has no weights here), naming the offline alternative
     cfg = compose("+experiment=instance_edit", "model=sd15")
+    with pytest.raises(ModelLoadError, match=r"DWPose.*annotator=pose_mediapipe"):
+        edit(cfg, tmp_path / "run")
+    cfg = compose("+experiment=instance_edit", "model=sd15", "~annotator")
     with pytest.raises(ConfigError, match="needs 'openpose' maps: configure an annotator"):
         edit(cfg, tmp_path / "run")
+
+
+def test_metric_settings_are_checked_before_the_models(compose, tmp_path):
+    base = ["+experiment=instance_edit", "data=two_figures", "model=sd15"]  # sd15: no weights here
+    cfg = compose(*base, "metrics.flow_backend=raft", f"metrics.raft_weights={tmp_path / 'raft.pth'}")
+    with pytest.raises(ConfigError, match=r"metrics.flow_backend=raft but no RAFT-large weights"):
+        edit(cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"metrics.clip_model=.*nowhere: no CLIP model folder"):
+        edit(compose(*base, f"metrics.clip_model={tmp_path / 'nowhere'}"), tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"owner/no-clip is not in the local Hugging Face cache"):
+        edit(compose(*base, "metrics.clip_model=owner/no-clip"), tmp_path / "run")
+    # auto finds nothing or something: never an error (a recorded skip); then the model is what fails
+    with pytest.raises(ModelLoadError, match="stable-diffusion-v1-5"):
+        edit(compose(*base, "metrics.clip_model=auto"), tmp_path / "run")
+
+
+def test_the_annotator_fails_before_masks_are_built_from_prompts(compose, tmp_path, monkeypatch):
+    from annotators.masks import VideoMaskBuilder
+
+    clip = _clip_with_masks(tmp_path)[1].split("=", 1)[1]
+    (tmp_path / "p.yaml").write_text("regions:\n  left: [{frame: 0, box: [0, 0, 30, 60]}]\n")
+
+    def no_masks(*args, **kwargs):
+        raise AssertionError("masks were built before the annotator was checked")
+
+    monkeypatch.setattr(VideoMaskBuilder, "build", no_masks)
+    overrides = [
+        "data=video_sam",
+        f"data.path={clip}",
+        f"data.mask_builder.prompts={tmp_path / 'p.yaml'}",
+        "data.resize.height=64",
+        "data.resize.width=64",
+        "model=sd15",
+    ]
+    # the openpose ControlNet's default annotator (dwpose) cannot load here
+    with pytest.raises(ModelLoadError, match=r"DWPose.*annotator=pose_mediapipe"):
+        edit(compose(*overrides), tmp_path / "run")
+    # maps given in data.conditions: no annotator is needed, the data is read (and its masks built)
+    with pytest.raises(AssertionError, match="masks were built"):
+        edit(compose(*overrides, f"+data.conditions.openpose={clip}"), tmp_path / "run2")
 
 
 def test_unknown_method_target(compose, tmp_path):

@@ -67,7 +67,17 @@ def test_sd15_without_weights_fails_fast_and_says_what_to_do(tmp_path):
 def test_two_ranks_split_the_edits_into_one_run_directory(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     proc = _run(
-        [torchrun, "--nproc_per_node", "2", "run.py", *FAST, "prompts=[a,b,c]", "sample_seeds=[0]"],
+        # --standalone: a free rendezvous port (parallel test sessions must not collide on the default one)
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "run.py",
+            *FAST,
+            "prompts=[a,b,c]",
+            "sample_seeds=[0]",
+        ],
         {"VIDEOEDIT_OUTPUT_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

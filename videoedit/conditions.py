@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotators.base import Annotator
+from annotators.cache import AnnotationCache
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError
 
@@ -46,8 +47,14 @@ def build_control(
     source: SourceVideo,
     spec: ControlSpec,
     make_annotator: Callable[[], Annotator] | None,
+    cache: AnnotationCache | None = None,
 ) -> tuple[np.ndarray | None, str]:
-    """Condition maps ``(F, H, W, 3)`` uint8 for ``source`` and a description of where they came from."""
+    """Condition maps ``(F, H, W, 3)`` uint8 for ``source`` and a description of where they came from.
+
+    With ``cache`` (``<paths.cache_root>/annotations``), annotator outputs are reused across runs and
+    sweeps (keyed by the frames and ``annotator.settings()``); precomputed maps of the data still win.
+    Annotators with ``cacheable = False`` (those that only read files) always run.
+    """
     if not spec.enabled:
         return None, "none (no ControlNet)"
     if spec.condition_type in source.conditions:
@@ -60,5 +67,11 @@ def build_control(
         )
     annotator = make_annotator()
     check_annotator(spec, annotator.condition_type)
-    maps = annotator(source.frames_uint8(), source.indices)
-    return maps, f"{type(annotator).__name__} {annotator.settings()}"
+    if cache is None or not getattr(annotator, "cacheable", True):  # e.g. precomputed maps: only a read
+        maps = annotator(source.frames_uint8(), source.indices)
+        return maps, f"{type(annotator).__name__} {annotator.settings()}"
+    maps, hit = cache.annotate(annotator, source.frames_uint8(), source.indices)
+    return (
+        maps,
+        f"{type(annotator).__name__} {annotator.settings()} (annotation cache {'hit' if hit else 'miss'})",
+    )

@@ -2,7 +2,9 @@
 
 The order is chosen so that every mistake a user can make surfaces before expensive work:
 
-1. cheap checks: the method, the prompts, the data (frames, masks, regions), the ControlNet/annotator pair;
+1. cheap checks: the method, the prompts, the metrics settings, the data (frames, masks, regions), the
+   ControlNet/annotator pair (the annotator is built before the data is read when reading it does
+   annotation work, e.g. ``data=video_sam`` building masks, and the maps cannot come from the data);
 2. models (missing weights fail in seconds, naming the id and the ``model=tiny`` override), frame size;
 3. condition maps; inputs written to the result tree;
 4. inversion (from the on-disk cache when an identical one exists);
@@ -25,16 +27,18 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from annotators.base import Annotator
+from annotators.cache import AnnotationCache
 from videoedit.conditions import ControlSpec, build_control, check_annotator
 from videoedit.errors import ConfigError, VideoEditError
 from videoedit.inversion.cache import InversionCache
 from videoedit.io.result_tree import RunDirectory
 from videoedit.io.transforms import tensor_to_frames
 from videoedit.methods.base import EditMethod, EditRequest, parse_edit_requests
+from videoedit.metrics.evaluate import Evaluator, evaluate_edits
 from videoedit.metrics.run_facts import (
     StageTimer,
     git_revision,
@@ -44,6 +48,7 @@ from videoedit.metrics.run_facts import (
 )
 from videoedit.models.components import Components
 from videoedit.models.loading import resolve_dtype
+from videoedit.sweeps import SingleProcess, finished_run, launch_rank
 
 logger = logging.getLogger("videoedit")
 
@@ -55,6 +60,7 @@ class RunResult:
     output_dir: Path
     metrics: dict[str, Any]
     edits: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: bool = False  # the folder held a finished run of this config (resume; force=true redoes it)
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -77,6 +83,35 @@ def _control_spec(cfg: DictConfig) -> ControlSpec:
     if not node or not node.get("condition_type"):
         return ControlSpec(None)
     return ControlSpec(str(node.condition_type), float(node.get("conditioning_scale", 1.0)))
+
+
+def _annotates_on_load(node: DictConfig) -> bool:
+    """Whether reading the data does annotation work (class attribute ``annotates_on_load``, e.g.
+    ``data=video_sam`` builds masks) while its condition maps come only from ``data.conditions`` (a
+    :class:`VideoClip`): then the annotator is built, and can fail, before that work."""
+    from videoedit.data.source import VideoClip
+
+    try:
+        target = get_class(str(node.get("_target_")))
+    except Exception:  # the data config's own error comes from build()
+        return False
+    return (
+        isinstance(target, type)
+        and issubclass(target, VideoClip)
+        and bool(getattr(target, "annotates_on_load", False))
+    )
+
+
+def _build_annotator(cfg: DictConfig, spec: ControlSpec) -> Annotator:
+    """The configured annotator (checked against the ControlNet's condition type)."""
+    if not cfg.get("annotator"):
+        raise ConfigError(
+            f"The ControlNet needs '{spec.condition_type}' maps: configure an annotator "
+            "(annotator=<name>) or give precomputed maps in data.conditions."
+        )
+    annotator = build(cfg.annotator, "annotator")
+    check_annotator(spec, annotator.condition_type)
+    return annotator
 
 
 def _device(cfg: DictConfig, state) -> torch.device:
@@ -116,19 +151,31 @@ class _RunLog:
             self.handler.close()
 
 
-def edit(cfg: DictConfig, output_dir: str | Path) -> RunResult:
+def edit(cfg: DictConfig, output_dir: str | Path, alone: bool = False) -> RunResult:
     """Run the experiment described by ``cfg`` and write its result tree into ``output_dir``.
 
     Args:
         cfg: a config composed from ``configs/`` (``config.yaml`` + overrides).
         output_dir: the run directory (Hydra's ``runtime.output_dir`` under ``run.py``).
+        alone: run in this process only, even under a multi-process launch (``sweep_split=jobs``:
+            the other processes run other jobs of the sweep).
 
     Returns:
         :class:`RunResult` with the metrics and the edited frames (``(F, H, W, 3)`` uint8 by name).
+        A folder that already holds a finished run of the same config is skipped unless ``force=true``
+        (``videoedit/sweeps.py``).
     """
+    writer = alone or launch_rank()[0] == 0  # the process that may rewrite a finished run's metrics
+    if not cfg.get("force", False) and (finished := finished_run(cfg, output_dir, writer)) is not None:
+        logger.info("skipping %s: it holds a finished run of this config (force=true to redo it)", output_dir)
+        return RunResult(output_dir=Path(output_dir), metrics=finished, skipped=True)
     requested = str(cfg.get("device", "auto"))
     # accelerate sets up multi-process CPU runs (gloo) only when told the run is on the CPU
-    dist = PartialState(cpu=requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()))
+    dist = (
+        SingleProcess()
+        if alone
+        else PartialState(cpu=requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()))
+    )
     run = RunDirectory(output_dir)
     if dist.is_main_process:
         run.start()
@@ -156,6 +203,13 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
     # 1. cheap checks ---------------------------------------------------------------------------
     method: EditMethod = build(cfg.method, "method")
     requests = parse_edit_requests(cfg.prompts, cfg.sample_seeds, cfg.get("negative_prompt", ""))
+    evaluator = Evaluator.from_config(cfg.get("metrics"))
+    evaluator.check()  # explicit raft without weights, a CLIP model that cannot be found: fail now
+    control_spec = _control_spec(cfg)
+    annotator: Annotator | None = None
+    given = {str(k) for k, v in (cfg.data.get("conditions") or {}).items() if v}
+    if control_spec.enabled and control_spec.condition_type not in given and _annotates_on_load(cfg.data):
+        annotator = _build_annotator(cfg, control_spec)
     with timer("load_video"):
         source = build(cfg.data, "data").load()
     run.fps = source.fps
@@ -169,16 +223,8 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
         source.prompt,
     )
     method.check_inputs(source, requests)
-    control_spec = _control_spec(cfg)
-    annotator: Annotator | None = None
-    if control_spec.enabled and control_spec.condition_type not in source.conditions:
-        if not cfg.get("annotator"):
-            raise ConfigError(
-                f"The ControlNet needs '{control_spec.condition_type}' maps: configure an annotator "
-                "(annotator=<name>) or give precomputed maps in data.conditions."
-            )
-        annotator = build(cfg.annotator, "annotator")
-        check_annotator(control_spec, annotator.condition_type)
+    if annotator is None and control_spec.enabled and control_spec.condition_type not in source.conditions:
+        annotator = _build_annotator(cfg, control_spec)
 
     # 2. models -----------------------------------------------------------------------------------
     device = _device(cfg, dist)
@@ -194,8 +240,13 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
 
     # 3. conditions and inputs ---------------------------------------------------------------------
     with timer("conditions"):
+        annotation_cache = (
+            AnnotationCache(Path(cfg.paths.cache_root) / "annotations")
+            if cfg.get("cache_annotations", True)
+            else None
+        )
         control, control_origin = build_control(
-            source, control_spec, (lambda: annotator) if annotator else None
+            source, control_spec, (lambda: annotator) if annotator else None, annotation_cache
         )
     logger.info("control: %s", control_origin)
     frames_u8 = source.frames_uint8()
@@ -304,6 +355,10 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
                 )
             run.write_edits_index(listing)
             run.write_comparison([frames_u8, *edits.values()], ["input", *edits.keys()])
+        with timer("metrics"):  # quality metrics (videoedit/metrics/evaluate.py); never fail the run
+            metrics["quality"] = evaluate_edits(
+                evaluator, frames_u8, edits, listing, source.masks, source.regions, device
+            )
         metrics["edits"] = listing
         metrics["timings_s"] = timer.summary()
         metrics["peak_memory"] = peak_memory()

@@ -52,27 +52,66 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def label_frames(frames: np.ndarray, label: str) -> np.ndarray:
-    """Add a caption bar with ``label`` above ``(F, H, W, 3)`` frames."""
-    height = max(12, frames.shape[1] // 16)
-    font = _font(max(8, int(height * 0.75)))
-    bar = Image.new("RGB", (frames.shape[2], height + 4), (0, 0, 0))
-    ImageDraw.Draw(bar).text((4, 2), label, fill=(255, 255, 255), font=font)
-    bar_arr = np.repeat(np.asarray(bar)[None], len(frames), axis=0)
+def caption_bar(label: str, width: int, frame_height: int, wrap: bool = False) -> np.ndarray:
+    """A black bar ``(h, width, 3)`` uint8 with ``label`` in white.
+
+    Without ``wrap``: one line, sized from the frame height (``h = max(12, frame_height // 16) + 4``).
+    With ``wrap``: the label is broken at spaces into as many lines as fit ``width`` (font sized from
+    the width), for long labels over narrow columns.
+    """
+    if not wrap:
+        height = max(12, frame_height // 16)
+        bar = Image.new("RGB", (width, height + 4), (0, 0, 0))
+        ImageDraw.Draw(bar).text((4, 2), label, fill=(255, 255, 255), font=_font(max(8, int(height * 0.75))))
+        return np.asarray(bar)
+    size = max(9, min(16, width // 12))
+    font = _font(size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[str] = []
+    for word in label.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and measure.textlength(candidate, font=font) <= width - 6:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    line_height = size + 3
+    bar = Image.new("RGB", (width, line_height * max(1, len(lines)) + 4), (0, 0, 0))
+    pen = ImageDraw.Draw(bar)
+    for i, line in enumerate(lines):
+        pen.text((3, 2 + i * line_height), line, fill=(255, 255, 255), font=font)
+    return np.asarray(bar)
+
+
+def label_frames(frames: np.ndarray, label: str, wrap: bool = False, min_bar_height: int = 0) -> np.ndarray:
+    """Add a caption bar with ``label`` above ``(F, H, W, 3)`` frames: ``(F, h + H, W, 3)``.
+
+    ``wrap``: break long labels into lines (:func:`caption_bar`); ``min_bar_height``: pad the bar (at its
+    bottom) to at least this height, to align the frames of several labelled videos.
+    """
+    bar = caption_bar(label, frames.shape[2], frames.shape[1], wrap)
+    if bar.shape[0] < min_bar_height:
+        bar = np.pad(bar, ((0, min_bar_height - bar.shape[0]), (0, 0), (0, 0)))
+    bar_arr = np.repeat(bar[None], len(frames), axis=0)
     return np.concatenate([bar_arr, frames], axis=1)
 
 
 def side_by_side(
-    videos: Sequence[np.ndarray], labels: Sequence[str] | None = None, gap: int = 4
+    videos: Sequence[np.ndarray], labels: Sequence[str] | None = None, gap: int = 4, wrap: bool = False
 ) -> np.ndarray:
-    """Place videos of equal length and height next to each other, optionally labelled."""
+    """Place videos of equal length and height next to each other, optionally labelled.
+
+    The caption bars get one height (the tallest), so the frames stay aligned; ``wrap`` breaks long
+    labels into lines (:func:`caption_bar`).
+    """
     if not videos:
         raise ValueError("no videos")
     lengths = {len(v) for v in videos}
     if len(lengths) != 1:
         raise ValueError(f"videos have different lengths {sorted(lengths)}")
     if labels is not None:
-        videos = [label_frames(v, lab) for v, lab in zip(videos, labels, strict=True)]
+        pairs = list(zip(videos, labels, strict=True))
+        top = max(caption_bar(lab, v.shape[2], v.shape[1], wrap).shape[0] for v, lab in pairs)
+        videos = [label_frames(v, lab, wrap, top) for v, lab in pairs]
     height = max(v.shape[1] for v in videos)
     padded = []
     for i, v in enumerate(videos):

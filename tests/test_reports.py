@@ -1,0 +1,189 @@
+"""Reports over a real 2-job tiny sweep: the table (CSV + Markdown), the per-setting summary, plots and the
+labelled comparison grid/video; ``videoedit report``/``compare`` on the command line."""
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.tiny_sweep import tiny_sweep
+from videoedit.cli import main as cli
+from videoedit.errors import InputError
+from videoedit.io.video import read_video
+from videoedit.reports import (
+    RunRecord,
+    build_report,
+    collect_runs,
+    comparison_grid,
+    edit_rows,
+    parse_overrides,
+    swept_keys,
+)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    return tiny_sweep(tmp_path_factory.getbasetemp() / "tiny_sweep")
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory):
+    return build_report(sweep.folder, out=tmp_path_factory.mktemp("report"))
+
+
+def _metrics(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def test_one_row_per_edit_with_the_swept_values_and_metrics(sweep, report):
+    assert report.swept == ["method.guidance_scale"]
+    with (report.out_dir / "runs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["job"], r["method.guidance_scale"], r["edit"]) for r in rows] == [
+        ("0", "5", "edit0_seed0"),
+        ("0", "5", "edit0_seed1"),
+        ("1", "7.5", "edit0_seed0"),
+        ("1", "7.5", "edit0_seed1"),
+    ]
+    for row in rows:
+        metrics = _metrics(sweep.folder / row["job"])
+        scores = metrics["quality"]["edits"][row["edit"]]
+        for key in ("warp_error", "warp_mse", "psnr_preserved", "ssim_preserved"):
+            assert float(row[key]) == pytest.approx(scores[key]), key
+        assert row["method"] == "ddim" and row["frames"] == "3" and row["resolution"] == "64x64"
+        assert row["flow_backend"] == "dis" and row["sample_seed"] == row["edit"][-1]
+        assert float(row["total_s"]) == pytest.approx(metrics["timings_s"]["total"])
+        assert float(row["cpu_peak_gib"]) > 0
+    assert "clip_t" not in rows[0] and "clip_model" not in rows[0]  # no CLIP: empty columns left out
+
+
+def test_the_summary_averages_over_seeds(report):
+    assert [(s["method"], s["method.guidance_scale"], s["n"]) for s in report.summary] == [
+        ("ddim", 5, 2),
+        ("ddim", 7.5, 2),
+    ]
+    for setting in report.summary:
+        members = [r for r in report.rows if r["method.guidance_scale"] == setting["method.guidance_scale"]]
+        assert setting["warp_error"] == pytest.approx(np.mean([r["warp_error"] for r in members]))
+        assert setting["warp_error_std"] == pytest.approx(np.std([r["warp_error"] for r in members], ddof=1))
+
+
+def test_markdown_plots_and_comparison(report):
+    text = (report.out_dir / "report.md").read_text()
+    assert "Swept: method.guidance_scale." in text
+    assert "| job | method.guidance_scale | method | edit | sample_seed | warp_error |" in text
+    assert "different settings" not in text  # every run's metrics were made with one setting
+    assert "![method.guidance_scale](plots/method.guidance_scale.png)" in text
+    with Image.open(report.files["plot:method.guidance_scale"]) as plot:
+        assert plot.size[0] > 400
+    grid = np.asarray(Image.open(report.files["grid"]))
+    # 3 columns (source + 2 jobs) of 64 px with 4-px gaps; a caption bar and 3 frames (rows) of 64 px
+    assert grid.shape[1] == 3 * 64 + 2 * 4 and grid.shape[0] > 3 * 64
+    video = read_video(report.files["video"]).frames
+    assert video.shape[0] == 3 and video.shape[2] >= 3 * 64
+
+
+def test_a_swept_global_seed_keeps_its_column(tmp_path):
+    metrics = {"method": {"name": "ddim"}, "edits": [{"name": "edit0_seed3", "seed": 3}]}
+    records = [RunRecord(tmp_path / str(seed), str(seed), {"seed": str(seed)}, metrics) for seed in (42, 43)]
+    rows = edit_rows(records, swept_keys(records))
+    assert [(r["seed"], r["sample_seed"]) for r in rows] == [(42, 3), (43, 3)]
+
+
+def test_mixed_metric_settings_are_shown_and_warned_about(sweep, tmp_path, caplog):
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep.folder, root)
+    path = root / "1" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["quality"]["settings"]["flow"] = {"backend": "raft", "weights": "/x.pth", "updates": 12}
+    path.write_text(json.dumps(metrics))
+    report = build_report(root, plots=False, grid=False)
+    assert [r["flow_backend"] for r in report.rows] == ["dis", "dis", "raft", "raft"]
+    assert "computed with different settings (flow: " in caplog.text
+    text = (report.out_dir / "report.md").read_text()
+    assert "**Warning: the quality metrics were computed with different settings** (flow: " in text
+    assert f"videoedit metrics {root} --flow-backend" in text
+
+
+def test_labelled_side_by_side_aligns_frames_under_wrapped_captions():
+    from videoedit.io.visualize import caption_bar, side_by_side
+
+    videos = [np.full((2, 20, 30, 3), v, dtype=np.uint8) for v in (50, 150)]
+    labels = ["a", "a much longer label that wraps over several lines"]
+    bars = [caption_bar(label, 30, 20, wrap=True) for label in labels]
+    assert bars[1].shape[0] > bars[0].shape[0] and bars[1].shape[1] == 30  # wrapped: taller, same width
+    out = side_by_side(videos, labels, gap=2, wrap=True)
+    top = bars[1].shape[0]
+    assert out.shape == (2, top + 20, 62, 3)
+    assert (out[:, top:, :30] == 50).all() and (out[:, top:, 32:] == 150).all()  # frames aligned
+    plain = side_by_side(videos, labels, gap=2)  # one-line captions (the result tree's comparison)
+    assert plain.shape == (2, max(12, 20 // 16) + 4 + 20, 62, 3)
+
+
+def test_the_report_command(sweep, tmp_path, capsys):
+    assert (
+        cli(["report", str(sweep.folder), "--out", str(tmp_path / "r"), "--no-plots", "--frames", "2"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "4 edits from" in out and "swept: method.guidance_scale" in out
+    assert (tmp_path / "r" / "summary.csv").is_file() and not (tmp_path / "r" / "plots").exists()
+
+
+def test_the_console_script_is_installed(sweep, tmp_path):
+    exe = shutil.which("videoedit", path=str(Path(__import__("sys").executable).parent))
+    if exe is None:
+        pytest.skip("the videoedit console script is not installed (pip install -e .)")
+    proc = subprocess.run([exe, "report", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--max-columns" in proc.stdout
+
+
+def test_compare_runs_of_separate_commands(sweep, tmp_path, capsys):
+    jobs = [str(sweep.folder / "0"), str(sweep.folder / "1")]
+    args = ["compare", *jobs, "--labels", "gs 5", "gs 7.5", "--out", str(tmp_path), "--edit", "edit0_seed1"]
+    assert cli(args) == 0
+    grid = np.asarray(Image.open(tmp_path / "comparison.png"))
+    assert grid.shape[1] == 3 * 64 + 2 * 4
+    assert cli(["compare", *jobs, "--labels", "one", "--out", str(tmp_path)]) == 2
+    assert "2 runs but 1 labels" in capsys.readouterr().err
+
+
+def test_swept_keys_without_hydra_overrides_come_from_the_configs(tmp_path):
+    def record(name, method, cfg):
+        return RunRecord(tmp_path / name, name, {}, {"method": {"name": method}}, cfg)
+
+    records = [
+        record(
+            "a",
+            "tokenflow",
+            {"seed": 1, "method.batch_size": 8, "method.guidance_scale": 7.5, "paths.x": "a"},
+        ),
+        record(
+            "b", "videograin", {"seed": 1, "method.sreg": 0.3, "method.guidance_scale": 5.0, "paths.x": "b"}
+        ),
+    ]
+    # method-specific keys only say "another method"; paths are not parameters
+    assert swept_keys(records) == ["method.guidance_scale"]
+    assert parse_overrides(["+experiment=x", "method.guidance_scale=5", "~data.masks_dir"]) == {
+        "experiment": "x",
+        "method.guidance_scale": "5",
+        "data.masks_dir": "<deleted>",
+    }
+
+
+def test_comparison_grid_layout():
+    videos = [np.full((5, 20, 30, 3), v, dtype=np.uint8) for v in (0, 100, 200)]
+    grid = comparison_grid(videos, ["source", "a long label that wraps", "b"], num_frames=3, gap=2)
+    assert grid.shape[1] == 3 * 30 + 2 * 2
+    caption = grid.shape[0] - 3 * (20 + 2)
+    assert caption > 0
+    assert (grid[caption + 2 : caption + 22, 32:62] == 100).all()  # column 2, first frame
+
+
+def test_a_folder_without_runs(tmp_path):
+    with pytest.raises(InputError, match="No finished run under"):
+        collect_runs(tmp_path)

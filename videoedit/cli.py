@@ -1,0 +1,164 @@
+"""``videoedit``: commands on finished result trees (runs are made with ``run.py``).
+
+::
+
+    videoedit metrics <run or sweep folder>... [--clip-model ...] [--flow-backend dis|raft|auto]
+    videoedit report <sweep folder> [--out DIR] [--edit NAME] [--frames 4] [--max-columns 8]
+    videoedit compare <run folder>... --labels A B ... --out DIR [--edit NAME]
+
+``metrics`` (re)computes the quality metrics of finished runs and merges them into each
+``metrics.json`` under ``"quality"``, with each run's recorded ``metrics`` settings (its
+``config.yaml``) and the flags given on top; ``report`` aggregates a sweep into tables, plots and a comparison
+grid; ``compare`` builds a labelled grid/video of source | run A | run B from runs of separate commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from videoedit.errors import VideoEditError
+
+
+def _recorded_metrics_block(run: Path) -> dict[str, Any]:
+    """The ``metrics`` block of a run's recorded ``config.yaml`` (``{}`` without one)."""
+    from omegaconf import OmegaConf
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}
+    block = OmegaConf.to_container(OmegaConf.load(path), resolve=True).get("metrics")
+    if not isinstance(block, dict):
+        return {}
+    from videoedit.metrics.evaluate import Evaluator
+
+    known = inspect.signature(Evaluator).parameters  # a run of another version may have other keys
+    dropped = sorted(k for k in block if k not in known)
+    if dropped:
+        logging.getLogger(__name__).warning("%s: ignoring unknown metrics settings %s", run, dropped)
+    return {k: v for k, v in block.items() if k in known}
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from videoedit.metrics.evaluate import Evaluator, evaluate_run, find_runs
+
+    flags = {
+        "clip_model": args.clip_model,
+        "flow_backend": args.flow_backend,
+        "raft_weights": args.raft_weights,
+        "device": args.device,
+        "flow_cache_dir": args.flow_cache_dir,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    runs = [run for root in args.paths for run in find_runs(root)]
+    if not runs:
+        raise VideoEditError(
+            f"No finished run under {', '.join(args.paths)} (a run folder has metrics.json and COMPLETE)."
+        )
+    evaluators: dict[str, Evaluator] = {}  # one per distinct setting (CLIP is loaded once)
+    for run in runs:
+        # the run's own metrics settings, the command's flags on top (metrics are wanted: enabled)
+        settings = {**_recorded_metrics_block(run), **given, "enabled": True}
+        key = json.dumps(settings, sort_keys=True, default=str)
+        if key not in evaluators:
+            evaluators[key] = Evaluator.from_config(settings)
+            evaluators[key].check()
+        quality = evaluate_run(run, evaluators[key], write=not args.dry_run)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in (quality.get("mean") or {}).items())
+        print(f"{run}: {shown or 'no metric'}")
+        for what, why in (quality.get("skipped") or {}).items():
+            print(f"  skipped {what}: {why}")
+        for what, why in (quality.get("errors") or {}).items():
+            print(f"  error {what}: {why}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from videoedit.reports import build_report
+
+    report = build_report(
+        args.sweep_dir,
+        out=args.out,
+        edit=args.edit,
+        num_frames=args.frames,
+        max_columns=args.max_columns,
+        plots=not args.no_plots,
+        grid=not args.no_grid,
+    )
+    print(f"{len(report.rows)} edits from {args.sweep_dir}; swept: {', '.join(report.swept) or 'nothing'}")
+    for name, path in report.files.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from videoedit.reports import build_comparison
+
+    labels = args.labels or [Path(p).name for p in args.runs]
+    files = build_comparison(
+        [Path(p) for p in args.runs], labels, Path(args.out), args.edit, args.frames, args.fps, args.name
+    )
+    for name, path in files.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videoedit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("metrics", help="compute quality metrics of finished runs into their metrics.json")
+    m.add_argument("paths", nargs="+", help="run folders, sweep folders or output roots (searched for runs)")
+    # unset flags keep each run's recorded metrics settings (config.yaml "metrics"; defaults otherwise)
+    m.add_argument(
+        "--clip-model",
+        default=None,
+        help="auto | <hub id or folder> | open_clip:<arch>:<tag> | none (default: the run's own setting)",
+    )
+    m.add_argument("--flow-backend", default=None, choices=["dis", "raft", "auto"])
+    m.add_argument("--raft-weights", default=None)
+    m.add_argument("--device", default=None, help="auto | cpu | cuda (default: the run's own setting)")
+    m.add_argument("--flow-cache-dir", default=None)
+    m.add_argument("--dry-run", action="store_true", help="print the metrics, do not write metrics.json")
+    m.set_defaults(func=_metrics)
+
+    r = sub.add_parser("report", help="tables, plots and a comparison grid of a sweep")
+    r.add_argument("sweep_dir")
+    r.add_argument("--out", default=None, help="output folder (default <sweep_dir>/report)")
+    r.add_argument("--edit", default=None, help="edit shown in the comparison (default: each run's first)")
+    r.add_argument("--frames", type=int, default=4, help="frames (rows) in the comparison grid")
+    r.add_argument("--max-columns", type=int, default=8, help="runs shown in the comparison")
+    r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--no-grid", action="store_true")
+    r.set_defaults(func=_report)
+
+    c = sub.add_parser("compare", help="labelled grid/video: source | run A | run B ...")
+    c.add_argument("runs", nargs="+", help="finished run folders (same source clip)")
+    c.add_argument("--labels", nargs="+", default=None, help="one per run (default: folder names)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--edit", default=None, help="edit name (default: each run's first)")
+    c.add_argument("--frames", type=int, default=4)
+    c.add_argument("--fps", type=float, default=8.0)
+    c.add_argument("--name", default="comparison", help="file stem of the grid and video")
+    c.set_defaults(func=_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except VideoEditError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
