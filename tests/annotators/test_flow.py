@@ -154,3 +154,15 @@ def test_flow_cache(tmp_path):
     torch.testing.assert_close(cache.flows(frames, DISFlow("fast")), first)
     cache.flows(frames, DISFlow("fast"), direction="backward")
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+@pytest.mark.parametrize("clip", ["man-skiing.mp4", "truck.mp4", "trucks-race.mp4"])
+def test_backward_dis_flow_brings_the_previous_frame_closer(shared_data, clip):
+    """The direction dual-flow attention warps with: the previous frame warped by the flow
+    current -> previous matches the current frame better than the unwarped previous frame."""
+    video = read_video(shared_data / "clips" / clip, FrameSampling(0, 3, 1))
+    frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2).float()
+    flows = video_flows(video.frames, DISFlow(), direction="backward")  # f_t+1->t
+    with_flow = photometric_error(frames[1:], frames[:-1], flows)
+    without = photometric_error(frames[1:], frames[:-1], torch.zeros_like(flows))
+    assert (with_flow < without).all(), (with_flow, without)
