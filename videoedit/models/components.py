@@ -37,8 +37,10 @@ class Components:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Components:
         """Move every module (casting only those whose dtype differs)."""
         for module in self.modules.values():
-            needs_cast = dtype is not None and next(module.parameters()).dtype != dtype
-            module.to(device=device, dtype=dtype if needs_cast else None)
+            if dtype is not None and next(module.parameters()).dtype != dtype:
+                module.to(device, dtype)
+            else:  # a dtype argument, even an unchanged one, makes diffusers warn about fp32 modules
+                module.to(device)
         return self
 
     def unet_downsample_factor(self) -> int:
