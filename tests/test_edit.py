@@ -189,12 +189,21 @@ def test_annotator_of_the_wrong_type(compose, tmp_path, shared_data):
         edit(cfg, tmp_path / "run")
 
 
-def test_controlnet_without_condition_maps(compose, tmp_path, shared_data):
+def test_controlnet_without_condition_maps(compose, tmp_path, shared_data, monkeypatch):
     # the openpose ControlNet brings the official dwpose annotator: without its packages/weights it fails
-    # before the model loads (model=sd15 has no weights here), naming the offline alternative
-    cfg = compose("+experiment=instance_edit", "model=sd15")
+    # right after the (tiny) model loads, before any inversion, naming the offline alternative
+    from videoedit.methods.base import EditMethod
+
+    def no_inversion(*args, **kwargs):
+        raise AssertionError("inverted before the annotator was built")
+
+    monkeypatch.setattr(EditMethod, "invert", no_inversion)
+    cfg = compose("+experiment=instance_edit", "model=tiny")
     with pytest.raises(ModelLoadError, match=r"DWPose.*annotator=pose_mediapipe"):
         edit(cfg, tmp_path / "run")
+    # with model=sd15 (no weights here) the model's own message comes first, as the README promises
+    with pytest.raises(ModelLoadError, match=r"stable-diffusion-v1-5.*model=tiny"):
+        edit(compose("+experiment=instance_edit", "model=sd15"), tmp_path / "run")
     cfg = compose("+experiment=instance_edit", "model=sd15", "~annotator")
     with pytest.raises(ConfigError, match="needs 'openpose' maps: configure an annotator"):
         edit(cfg, tmp_path / "run")

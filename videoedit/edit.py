@@ -3,9 +3,10 @@
 The order is chosen so that every mistake a user can make surfaces before expensive work:
 
 1. cheap checks: the method, the prompts, the metrics settings, the data (frames, masks, regions), the
-   ControlNet/annotator pair (the annotator is built before the data is read when reading it does
-   annotation work, e.g. ``data=video_sam`` building masks, and the maps cannot come from the data);
-2. models (missing weights fail in seconds, naming the id and the ``model=tiny`` override), frame size;
+   ControlNet/annotator pair from the config (the annotator is built before the data is read when reading
+   it does annotation work, e.g. ``data=video_sam`` building masks, and the maps cannot come from the data);
+2. models (missing weights fail in seconds, naming the id and the ``model=tiny`` override), frame size,
+   then the annotator (missing annotator weights fail in seconds too);
 3. condition maps; inputs written to the result tree;
 4. inversion (from the on-disk cache when an identical one exists);
 5. edits (split across processes under ``accelerate launch``/``torchrun``; gathered on the main one);
@@ -102,13 +103,30 @@ def _annotates_on_load(node: DictConfig) -> bool:
     )
 
 
-def _build_annotator(cfg: DictConfig, spec: ControlSpec) -> Annotator:
-    """The configured annotator (checked against the ControlNet's condition type)."""
-    if not cfg.get("annotator"):
+def _check_annotator_config(cfg: DictConfig, spec: ControlSpec) -> None:
+    """Raise unless an annotator is configured and produces the ControlNet's condition type.
+
+    Reads the type from the config (its ``condition_type`` key, or the class attribute of its target), so
+    the check costs nothing and comes before the models are loaded.
+    """
+    node = cfg.get("annotator")
+    if not node:
         raise ConfigError(
             f"The ControlNet needs '{spec.condition_type}' maps: configure an annotator "
             "(annotator=<name>) or give precomputed maps in data.conditions."
         )
+    kind = node.get("condition_type")
+    if kind is None:
+        try:
+            kind = getattr(get_class(str(node.get("_target_"))), "condition_type", None)
+        except Exception:  # an unknown target is reported when the annotator is built
+            kind = None
+    check_annotator(spec, kind or None)
+
+
+def _build_annotator(cfg: DictConfig, spec: ControlSpec) -> Annotator:
+    """The configured annotator (checked against the ControlNet's condition type)."""
+    _check_annotator_config(cfg, spec)
     annotator = build(cfg.annotator, "annotator")
     check_annotator(spec, annotator.condition_type)
     return annotator
@@ -223,10 +241,13 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
         source.prompt,
     )
     method.check_inputs(source, requests)
-    if annotator is None and control_spec.enabled and control_spec.condition_type not in source.conditions:
-        annotator = _build_annotator(cfg, control_spec)
+    needs_annotator = (
+        annotator is None and control_spec.enabled and control_spec.condition_type not in source.conditions
+    )
+    if needs_annotator:
+        _check_annotator_config(cfg, control_spec)  # present and of the right type, without building it
 
-    # 2. models -----------------------------------------------------------------------------------
+    # 2. models, then the annotator (both fail in seconds when their weights are missing) -------------
     device = _device(cfg, dist)
     dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device)
     with timer("load_model"):
@@ -237,6 +258,8 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
     pipe.check_frame_size(*source.size)
     method.check_schedule(pipe.scheduler)
     logger.info("model: %s on %s (%s)", components.info, device, dtype)
+    if needs_annotator:
+        annotator = _build_annotator(cfg, control_spec)
 
     # 3. conditions and inputs ---------------------------------------------------------------------
     with timer("conditions"):
