@@ -2,7 +2,7 @@
 
 :class:`FlowMaskPropagator` (weight-free unless SAM weights are given): the mask of frame ``t-1`` is
 backward-warped into frame ``t`` with the optical flow ``t -> t-1`` (RAFT when its weights exist, OpenCV
-DIS otherwise; conventions of :mod:`annotators.flow`), then
+DIS otherwise; conventions of :mod:`videoedit.motion`), then
 
 * ``refine="threshold"``: kept where the warped (bilinear) mask is > 0.5;
 * ``refine="color"`` (default): a Bayesian update near the warped boundary with a colour model of the
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from annotators.common import module_available, resolve_device
-from annotators.flow import FlowCache, FlowEstimator, build_flow_estimator, video_flows, warp
 from annotators.sam import SamSegmenter
 from videoedit.errors import ConfigError, ModelLoadError
+from videoedit.motion import FlowCache, FlowEstimator, build_flow_estimator, video_flows, warp
 
 logger = logging.getLogger(__name__)
 

@@ -53,8 +53,8 @@ def _machine() -> dict:
 def bench_warp(args) -> dict:
     """Mean photometric error (0-255, float) of frame t vs frame t-1 warped into it, with the DIS flow
     t -> t-1 and with zero flow; all pixels, and only those the forward-backward check finds visible."""
-    from annotators.flow import DISFlow, occlusion, photometric_error, video_flows
     from videoedit.io.video import FrameSampling, read_video
+    from videoedit.motion import DISFlow, occlusion, photometric_error, video_flows
 
     out = {}
     for clip in sorted(CLIPS.glob("*.mp4")):
@@ -86,7 +86,7 @@ def bench_warp(args) -> dict:
 
 
 def bench_flowspeed(args) -> dict:
-    from annotators.flow import DISFlow, RAFTFlow
+    from videoedit.motion import DISFlow, RAFTFlow
 
     if (CLIPS / "wolf.mp4").is_file():
         from videoedit.io.video import FrameSampling, read_video
@@ -125,9 +125,9 @@ def bench_flowspeed(args) -> dict:
 
 
 def _setup(model: str, frames: int, size: int, steps: int):
-    from annotators.flow import DISFlow
     from videoedit.data.synthetic import TwoFiguresClip
     from videoedit.models.tiny import build_random_sd15_components, build_tiny_components
+    from videoedit.motion import DISFlow
     from videoedit.pipelines.pipeline_dualflow import DualFlowPipeline, LatentSourceFlows
 
     torch.manual_seed(0)
@@ -146,7 +146,7 @@ def _setup(model: str, frames: int, size: int, steps: int):
 
 
 def bench_lockstep(args) -> dict:
-    from annotators.flow import DISFlow
+    from videoedit.motion import DISFlow
     from videoedit.pipelines import pipeline_dualflow as pdf
     from videoedit.pipelines.pipeline_ddim import DDIMEditPipeline
 
@@ -215,10 +215,10 @@ def bench_masks(args) -> dict:
     """Process CPU time of one lockstep mask update (``frame_masks`` + ``lockstep_banks``, what the
     ``lockstep`` rows' ``masks_and_bank`` column sums over a run) on TwoFiguresClip's DIS source flows at
     the latent grid, with a generated flow = source + noise; fastest of ``--repeats`` batches of 20."""
-    from annotators.discrepancy import frame_masks
-    from annotators.flow import DISFlow
     from videoedit.attention.dualflow import MemoryBank, lockstep_banks
     from videoedit.data.synthetic import TwoFiguresClip
+    from videoedit.motion import DISFlow
+    from videoedit.motion.discrepancy import frame_masks
     from videoedit.pipelines.pipeline_dualflow import LatentSourceFlows
 
     source = TwoFiguresClip(num_frames=args.frames, height=args.size, width=args.size).load()
@@ -251,7 +251,7 @@ def _rss_bytes() -> int:
 
 def memory_child(args) -> dict:
     """One length, one mode (run in a subprocess)."""
-    from annotators.flow import DISFlow
+    from videoedit.motion import DISFlow
     from videoedit.pipelines.pipeline_dualflow import DualFlowSettings
 
     _, pipe, inversion, flows, control = _setup("tiny", args.frames[0], args.size, args.steps)

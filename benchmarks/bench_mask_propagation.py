@@ -25,10 +25,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotators.flow import DISFlow
 from annotators.propagation import FlowMaskPropagator
 from annotators.sam import grabcut_segment, mask_iou
 from benchmarks.common import machine, save
+from videoedit.motion import DISFlow
 
 SEQUENCES = ("blackswan", "car-turn", "lucia", "dance-twirl", "car-shadow", "tennis")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"

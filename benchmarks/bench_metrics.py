@@ -22,12 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_rss_mib, save, timed
 
-from annotators.flow import DISFlow
 from videoedit.data.synthetic import TwoFiguresClip
 from videoedit.metrics.clip_score import OpenClipEncoder, clip_scores
 from videoedit.metrics.evaluate import Evaluator
 from videoedit.metrics.preservation import preservation
 from videoedit.metrics.temporal import source_flows, warp_error
+from videoedit.motion import DISFlow
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, save
 
-from annotators.flow import DISFlow, video_flows
 from videoedit.io.video import FrameSampling, read_video
+from videoedit.motion import DISFlow, video_flows
 from videoedit.pipelines.pipeline_keyframe import (
     copy_nearest_keyframe,
     motion_per_step,

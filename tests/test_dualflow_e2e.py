@@ -114,8 +114,8 @@ def test_bad_settings_fail_before_the_inversion(
 def inverted(tiny_components):
     """4 frames of the two-figures clip at 64 px, inverted for 2 steps, with DIS source flows, and the
     DDIM baseline's edit of the first 3 (it edits frames independently)."""
-    from annotators.flow import DISFlow
     from videoedit.data.synthetic import TwoFiguresClip
+    from videoedit.motion import DISFlow
 
     source = TwoFiguresClip(num_frames=4, height=64, width=64, pan=8.0).load()
     pipe = DualFlowPipeline.from_components(tiny_components)
@@ -136,7 +136,7 @@ PROMPT = "two robots jogging"
 
 
 def _edit(pipe, inversion, flows, control, frames=None, **settings):
-    from annotators.flow import DISFlow
+    from videoedit.motion import DISFlow
 
     if frames is not None:
         inversion = type(inversion)(
@@ -205,14 +205,14 @@ class SpyFlow:
     """DIS that records the uint8 frames ``(N, H, W, 3)`` it is asked about (``a``: from, ``b``: to)."""
 
     def __init__(self) -> None:
-        from annotators.flow import DISFlow
+        from videoedit.motion import DISFlow
 
         self.dis, self.calls = DISFlow("medium"), []
 
     def __call__(self, a, b):
-        from annotators.flow import _to_uint8_hwc
+        from videoedit.motion import to_uint8_frames
 
-        self.calls.append((_to_uint8_hwc(a).copy(), _to_uint8_hwc(b).copy()))
+        self.calls.append((to_uint8_frames(a).copy(), to_uint8_frames(b).copy()))
         return self.dis(a, b)
 
     def settings(self):
@@ -245,7 +245,7 @@ def test_generated_flows_of_rolled_latents_point_to_the_previous_frame(inverted)
 def test_source_flows_of_rolled_frames_have_the_documented_directions(tmp_path):
     """Frames move 8 image px (1 latent px) right per frame: backward (t -> t-1) = (-1, 0), forward
     (t-1 -> t) = (+1, 0), index 0 zero; a FlowCache serves the second computation."""
-    from annotators.flow import FlowCache
+    from videoedit.motion import FlowCache
 
     base = _smooth(1, 3, 8, 8, seed=2, size=(128, 128)).clamp(-1, 1)
     frames = torch.cat([torch.roll(base, 8 * t, dims=-1) for t in range(3)])
@@ -269,8 +269,8 @@ def test_source_flows_of_rolled_frames_have_the_documented_directions(tmp_path):
 def test_the_generated_flow_is_measured_on_the_edit_not_the_source(inverted):
     """The masks of the output are not those of a generated flow equal to the source flow (the change
     log's defect 1), and the last flow was measured from the output's frames t to t-1 (defect 4)."""
-    from annotators.discrepancy import frame_masks
-    from annotators.flow import _to_uint8_hwc
+    from videoedit.motion import to_uint8_frames
+    from videoedit.motion.discrepancy import frame_masks
 
     pipe, inversion, flows, control, _ = inverted
     as_source = frame_masks(flows.backward, flows.forward, flows.backward).combined
@@ -281,8 +281,10 @@ def test_the_generated_flow_is_measured_on_the_edit_not_the_source(inverted):
         assert (out.masks - as_source).abs().max() > 0.05, mode
         images = torch.nn.functional.interpolate(latent_preview(out.latents), size=(32, 32), mode="bilinear")
         a, b = spy.calls[-1]
-        np.testing.assert_array_equal(a, _to_uint8_hwc(images[1:] if mode == "lockstep" else images[-1:]))
-        np.testing.assert_array_equal(b, _to_uint8_hwc(images[:-1] if mode == "lockstep" else images[-2:-1]))
+        np.testing.assert_array_equal(a, to_uint8_frames(images[1:] if mode == "lockstep" else images[-1:]))
+        np.testing.assert_array_equal(
+            b, to_uint8_frames(images[:-1] if mode == "lockstep" else images[-2:-1])
+        )
         assert all(x.shape[1:3] == (32, 32) for call in spy.calls for x in call)  # previews, not the source
 
 

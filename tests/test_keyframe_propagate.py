@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from annotators.flow import DISFlow, video_flows
 from tests.conftest import FAST
 from videoedit.data.synthetic import TwoFiguresClip
 from videoedit.edit import edit
@@ -15,6 +14,7 @@ from videoedit.errors import ConfigError
 from videoedit.methods.base import EditRequest
 from videoedit.methods.ddim import DDIMMethod
 from videoedit.methods.keyframe_propagate import KeyframePropagateMethod, subset_source
+from videoedit.motion import DISFlow, video_flows
 from videoedit.pipelines.pipeline_ddim import DDIMEditPipeline
 from videoedit.pipelines.pipeline_keyframe import (
     RefineSettings,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from annotators.flow import DISFlow
 from videoedit.metrics.temporal import SourceFlows, source_flows, warp_error
+from videoedit.motion import DISFlow
 
 
 def _texture(height: int, width: int, seed: int = 0) -> np.ndarray:

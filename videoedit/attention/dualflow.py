@@ -13,7 +13,7 @@ Self-attention of frame ``t`` (queries ``q``, ``N`` tokens) runs over three key 
     bias   = [ 0          |  -lambda * M(q)                         |  -lambda * (1 - M(q)) ]
 
 where ``M(q)`` in [0, 1] is the flow-discrepancy mask of frame ``t`` at the query's token
-(:mod:`annotators.discrepancy`). Own keys are never biased, so no row is ever fully masked; missing
+(:mod:`videoedit.motion.discrepancy`). Own keys are never biased, so no row is ever fully masked; missing
 groups (frame 0 has no previous frame, empty bank slots) get ``-inf``. ``lambda`` (``bias_scale``) sets the
 gating: about 1-10 is *soft* (a fully discrepant query still keeps ``exp(-lambda)`` of its weight on the
 previous frame), 1e4 (the change log's value) is *hard* (any ``M`` above ~1e-3 switches the previous frame
@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from annotators.discrepancy import motion_magnitude
-from annotators.flow import compose, resize_flow, warp
 from videoedit.attention.base import AttentionCall, AttentionProcessorBase
 from videoedit.attention.state import StepState
+from videoedit.motion import compose, resize_flow, warp
+from videoedit.motion.discrepancy import motion_magnitude
 
 Mode = Literal["lockstep", "streaming"]
 
@@ -191,7 +191,7 @@ class MemoryBank:
     A frame is admitted when the source motion accumulated since the last keyframe (per-pixel mean of
     the composed flow ``t -> keyframe``, in pixels) exceeds ``motion_threshold`` AND the frame's
     discrepancy (its admission score: the per-pixel mean discrepancy over non-occluded pixels, in [0, 1],
-    see :mod:`annotators.discrepancy`) is below ``quality_threshold``. When full, the oldest dynamic
+    see :mod:`videoedit.motion.discrepancy`) is below ``quality_threshold``. When full, the oldest dynamic
     keyframe is evicted; the anchor never is. Pure bookkeeping: the caller stores the keyframes' features.
 
     Args:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from annotators.flow import resize_flow
+from videoedit.motion import resize_flow
 
 
 @dataclass

@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from annotators.discrepancy import masks_to_video
-from annotators.flow import (
-    FlowCache,
-    FlowEstimator,
-    RAFTFlow,
-    build_flow_estimator,
-)
 from videoedit.attention.state import StepState
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import InversionOutput
 from videoedit.methods.base import EditMethod, EditRequest, EditResult, InversionSettings
+from videoedit.motion import (
+    FlowCache,
+    FlowEstimator,
+    RAFTFlow,
+    build_flow_estimator,
+)
+from videoedit.motion.discrepancy import masks_to_video
 from videoedit.pipelines.pipeline_dualflow import DualFlowPipeline, DualFlowSettings, LatentSourceFlows
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class DualFlowMethod(EditMethod):
         flow_backend: ``"auto"`` (RAFT when its weights are on disk, else DIS), ``"raft"`` or ``"dis"``.
         raft_weights: a RAFT-large state dict (else torch hub's cache).
         dis_preset: OpenCV DIS preset.
-        flow_cache_dir: a :class:`~annotators.flow.FlowCache` folder for the source flows (image
+        flow_cache_dir: a :class:`~videoedit.motion.FlowCache` folder for the source flows (image
             resolution, reused across inversion settings); ``None`` = no disk cache (they are still cached
             with the inversion).
         save_masks: write the discrepancy masks as ``sample/<edit>_discrepancy.mp4``.

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from annotators.flow import FlowCache, build_flow_estimator, video_flows
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError
 from videoedit.inversion.cache import InversionCache, tensor_digest
 from videoedit.inversion.ddim import InversionOutput
 from videoedit.io.transforms import tensor_to_frames
 from videoedit.methods.base import Artifacts, EditMethod, EditRequest, EditResult
+from videoedit.motion import FlowCache, build_flow_estimator, video_flows
 from videoedit.pipelines.pipeline_keyframe import (
     KEYFRAME_MODES,
     RefineSettings,
@@ -44,14 +44,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FlowSettings:
-    """Optical flow of the source clip (``method.flow``); see ``annotators/flow.py``.
+    """Optical flow of the source clip (``method.flow``); see ``videoedit/motion/__init__.py``.
 
     Attributes:
         backend: ``auto`` (RAFT when its weights are on disk, else OpenCV DIS), ``raft`` or ``dis``.
         raft_weights: a RAFT-large state dict (``None``: torch hub's cache).
         dis_preset: ``ultrafast`` | ``fast`` | ``medium``.
         device: where RAFT runs.
-        cache_dir: a :class:`~annotators.flow.FlowCache` folder; ``None`` = no disk cache.
+        cache_dir: a :class:`~videoedit.motion.FlowCache` folder; ``None`` = no disk cache.
     """
 
     backend: str = "auto"

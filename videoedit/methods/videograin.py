@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from annotators.flow import build_flow_estimator, video_flows
 from videoedit.analysis.attention_maps import (
     candidate_nouns,
     cluster_study,
@@ -60,6 +59,7 @@ from videoedit.layout.prompts import locate_local_prompts
 from videoedit.methods.base import Artifacts, EditMethod, EditRequest, EditResult, InversionSettings
 from videoedit.models.freeu import FreeUSettings
 from videoedit.models.tokenizer import load_clip_tokenizer
+from videoedit.motion import build_flow_estimator, video_flows
 from videoedit.pipelines.pipeline_videograin import VideoGrainPipeline
 
 logger = logging.getLogger(__name__)

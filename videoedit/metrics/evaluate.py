@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from annotators.flow import FlowCache, build_flow_estimator, raft_weights_path
 from videoedit.errors import ConfigError, InputError
 from videoedit.io.atomic import write_json
 from videoedit.io.masks import read_masks
@@ -49,6 +48,7 @@ from videoedit.metrics.clip_score import (
 )
 from videoedit.metrics.preservation import preservation
 from videoedit.metrics.temporal import SourceFlows, source_flows, warp_error
+from videoedit.motion import FlowCache, build_flow_estimator, raft_weights_path
 
 logger = logging.getLogger(__name__)
 

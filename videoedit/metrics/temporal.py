@@ -5,9 +5,9 @@ Definition (the evaluation of StreamV2V's ``tools/warp_error.py``, recomputed in
 * the flow is estimated between consecutive **source** frames, ``flow_t->t+1`` (and ``flow_t+1->t`` for
   the occlusion check); an edit should move the way the source moves;
 * the output frame ``t+1`` is backward-warped into frame ``t``: ``warp(out[t+1], flow_t->t+1)``
-  (``annotators.flow`` conventions);
+  (``videoedit.motion`` conventions);
 * pixels of frame ``t`` that are occluded in ``t+1`` or leave the frame (forward-backward check,
-  ``annotators.flow.occlusion``, UnFlow alpha 0.01, beta 0.5 as StreamV2V) are not counted;
+  ``videoedit.motion.occlusion``, UnFlow alpha 0.01, beta 0.5 as StreamV2V) are not counted;
 * the error of a pair is the mean over the counted pixels and the 3 channels; the clip's error is the
   mean over the ``F-1`` pairs.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from annotators.flow import FlowCache, FlowEstimator, occlusion, out_of_frame, video_flows, warp
+from videoedit.motion import FlowCache, FlowEstimator, occlusion, out_of_frame, video_flows, warp
 
 
 def frames_to_float255(frames: np.ndarray | torch.Tensor) -> torch.Tensor:

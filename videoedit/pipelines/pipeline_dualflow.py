@@ -37,14 +37,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from annotators.discrepancy import (
-    FrameMasks,
-    MaskTracker,
-    estimate_flow,
-    frame_masks,
-    mean_discrepancy,
-)
-from annotators.flow import FlowCache, FlowEstimator, resize_flow, video_flows
 from videoedit.attention.dualflow import (
     DualFlowAttnProcessor,
     DualFlowContext,
@@ -58,6 +50,14 @@ from videoedit.attention.state import StepState
 from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import InversionOutput, sampling_timesteps
 from videoedit.io.transforms import frames_to_tensor, tensor_to_frames
+from videoedit.motion import FlowCache, FlowEstimator, resize_flow, video_flows
+from videoedit.motion.discrepancy import (
+    FrameMasks,
+    MaskTracker,
+    estimate_flow,
+    frame_masks,
+    mean_discrepancy,
+)
 from videoedit.pipelines.pipeline_video_edit import GuidanceEmbeddings, VideoEditOutput, VideoEditPipeline
 
 FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,7 +103,7 @@ class LatentSourceFlows:
         cache: FlowCache | None = None,
     ) -> LatentSourceFlows:
         """Flows of frames ``(F, 3, H, W)`` in [-1, 1] (or ``(F, H, W, 3)`` uint8) estimated at frame
-        resolution (:func:`annotators.flow.video_flows`, through ``cache`` when given), resized to ``size``."""
+        resolution (:func:`videoedit.motion.video_flows`, through ``cache`` when given), resized to ``size``."""
         size = tuple(size)
         num = frames.shape[0]
         zeros = torch.zeros(1, 2, *size)
@@ -313,7 +313,7 @@ class DualFlowPipeline(VideoEditPipeline):
             flows: the source flows at latent resolution (:class:`LatentSourceFlows`).
             settings: :class:`DualFlowSettings` (mode, lambda, masks, bank, layers, steps).
             flow_estimator: ``fn(frames_a, frames_b) -> flow a -> b`` on ``(N, 3, H, W)`` frames in [-1, 1]
-                (an :class:`annotators.flow.FlowEstimator`), for the generated flow.
+                (an :class:`videoedit.motion.FlowEstimator`), for the generated flow.
             control: ControlNet maps ``(F, H, W, 3)`` uint8 (``None`` without ControlNet).
             output_type: ``"pt"``, ``"np"`` or ``"latent"`` (streaming keeps finished frames as uint8, so
                 its ``"pt"`` frames are 8-bit values mapped back to [-1, 1]).

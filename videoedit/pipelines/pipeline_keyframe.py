@@ -6,7 +6,7 @@
 3. :func:`refine_frames`: optionally, a short low-strength SDEdit pass over the propagated frames
    (noise their latents to a low level, denoise a few steps with the target prompt and ControlNet).
 
-Blending (frame ``t`` between keyframes ``a < t < b``; flows follow ``annotators/flow.py``)::
+Blending (frame ``t`` between keyframes ``a < t < b``; flows follow ``videoedit/motion/__init__.py``)::
 
     W_k  = warp(E_k, flow_t->k)                                 k in {a, b}, E_k the edited keyframe
     v_k  = [not occluded] * exp(-e_k / sigma)                   in [0, 1], per pixel
@@ -20,8 +20,8 @@ Blending (frame ``t`` between keyframes ``a < t < b``; flows follow ``annotators
 A pixel seen reliably by one keyframe only takes that keyframe; seen by both, the temporal weights mix
 them; seen by neither, the ``eps`` terms fall back to the temporal weights. Frames before the first or
 after the last keyframe take their single nearest keyframe. ``flow_t->k`` (and ``flow_k->t`` for the
-occlusion test) is chained from consecutive flows with :func:`~annotators.flow.accumulate` /
-:func:`~annotators.flow.accumulate_backward`, one segment between two keyframes at a time.
+occlusion test) is chained from consecutive flows with :func:`~videoedit.motion.accumulate` /
+:func:`~videoedit.motion.accumulate_backward`, one segment between two keyframes at a time.
 
 This is the classic propagation of keyframe edits along flow (as in Rerender-A-Video / TokenFlow's
 RGB-propagation baseline); the formula above is ours.
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from annotators.flow import accumulate, accumulate_backward, occlusion, warp
 from videoedit.attention.state import StepState
 from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import sampling_timesteps
+from videoedit.motion import accumulate, accumulate_backward, occlusion, warp
 from videoedit.pipelines.pipeline_video_edit import GuidanceEmbeddings, VideoEditPipeline
 
 KEYFRAME_MODES = ("even", "motion")

@@ -2,7 +2,7 @@
 
 The source flow ``F_src`` is measured between source frames, the generated flow ``F_gen`` between
 edited frames (or their current clean-image predictions). Both use the flow conventions of
-:mod:`annotators.flow`; here they are always **backward** flows ``t -> t-1`` so that a mask lives on
+:mod:`videoedit.motion`; here they are always **backward** flows ``t -> t-1`` so that a mask lives on
 the pixel grid of frame ``t`` (the query frame of attention).
 
 Normalisation (documented, used everywhere):
@@ -17,7 +17,7 @@ fully discrepant: the previous frame has nothing reliable to offer there.
 
 * **local** masks compare the flows ``t -> t-1``;
 * **global** masks compare the flows ``t -> 0`` (the anchor), each composed from the consecutive ones
-  with :func:`annotators.flow.compose`; a pixel is occluded for the global mask when it is occluded
+  with :func:`videoedit.motion.compose`; a pixel is occluded for the global mask when it is occluded
   locally or its position in frame ``t-1`` was occluded towards the anchor.
 
 A frame's **admission score** (keyframe admission) is the per-pixel mean, in [0, 1], of the raw
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from annotators.flow import accumulate_backward, compose, occlusion, resize_flow, warp
+from videoedit.motion.warping import accumulate_backward, compose, occlusion, resize_flow, warp
 
 
 def discrepancy(
@@ -77,7 +77,7 @@ def propagate_occlusion(
 
 def clamp_near_border(flow: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
     """Flows ``(N, 2, H, W)`` with the targets that lie less than ``margin`` px outside the frame moved onto
-    its edge (per axis), so that :func:`annotators.flow.out_of_frame` no longer flags them; other pixels
+    its edge (per axis), so that :func:`videoedit.motion.out_of_frame` no longer flags them; other pixels
     keep their flow."""
     h, w = flow.shape[-2:]
     xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
@@ -197,7 +197,7 @@ def frame_masks(
         src_fwd: ``(F, 2, H, W)`` source flows; index ``t`` holds ``t-1 -> t`` (index 0 unused), for the
             occlusion check.
         gen_bwd: ``(F, 2, H, W)`` generated flows ``t -> t-1`` (index 0 unused).
-        tolerance, alpha, beta: see :func:`discrepancy` and :func:`annotators.flow.occlusion`.
+        tolerance, alpha, beta: see :func:`discrepancy` and :func:`videoedit.motion.occlusion`.
         border_margin: outward flow (px) at the border not counted as leaving the frame in the score.
     """
     anchor = FrameMasks.anchor(tuple(src_bwd.shape[-2:]), src_bwd.device)

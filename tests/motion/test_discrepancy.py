@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from annotators.discrepancy import (
+from videoedit.io.video import FrameSampling, read_video
+from videoedit.motion import DISFlow, occlusion, out_of_frame, video_flows
+from videoedit.motion.discrepancy import (
     MaskTracker,
     clamp_near_border,
     combine_masks,
@@ -14,8 +16,6 @@ from annotators.discrepancy import (
     motion_magnitude,
     valid_mean,
 )
-from annotators.flow import DISFlow, occlusion, out_of_frame, video_flows
-from videoedit.io.video import FrameSampling, read_video
 
 
 def _const(n, h, w, dx, dy):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from annotators.flow import (
+from videoedit.io.video import FrameSampling, read_video
+from videoedit.motion import (
     DISFlow,
     FlowCache,
     RAFTFlow,
@@ -18,7 +19,6 @@ from annotators.flow import (
     video_flows,
     warp,
 )
-from videoedit.io.video import FrameSampling, read_video
 
 
 def _texture(h=64, w=80, seed=0):
