@@ -18,7 +18,7 @@ def test_every_experiment_composes_and_resolves(compose, experiment):
 
 def test_defaults(compose):
     cfg = compose()
-    assert cfg.model._target_ == "videoedit.models.load_stable_diffusion"
+    assert cfg.model._target_ == "videoedit.backbones.stable_diffusion.StableDiffusion"
     assert cfg.controlnet.condition_type == "openpose"
     assert cfg.model.controlnet == "lllyasviel/control_v11p_sd15_openpose"
     assert cfg.method.guidance_scale == 7.5 and cfg.method.num_inference_steps == 50

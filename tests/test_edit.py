@@ -192,12 +192,12 @@ def test_annotator_of_the_wrong_type(compose, tmp_path, shared_data):
 def test_controlnet_without_condition_maps(compose, tmp_path, shared_data, monkeypatch):
     # the openpose ControlNet brings the official dwpose annotator: without its packages/weights it fails
     # right after the (tiny) model loads, before any inversion, naming the offline alternative
-    from videoedit.methods.base import EditMethod
+    from videoedit.methods.inverting import InversionEditMethod
 
     def no_inversion(*args, **kwargs):
         raise AssertionError("inverted before the annotator was built")
 
-    monkeypatch.setattr(EditMethod, "invert", no_inversion)
+    monkeypatch.setattr(InversionEditMethod, "invert", no_inversion)
     cfg = compose("+experiment=instance_edit", "model=tiny")
     with pytest.raises(ModelLoadError, match=r"DWPose.*annotator=pose_mediapipe"):
         edit(cfg, tmp_path / "run")

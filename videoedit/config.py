@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -57,3 +58,39 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
+
+
+def _model_target(folder: Path, name: str, seen: frozenset[str] = frozenset()) -> str | None:
+    """The ``_target_`` of ``model/<name>.yaml``, following its defaults list to sibling files."""
+    import yaml
+
+    path = folder / f"{name}.yaml"
+    if name in seen or not path.is_file():
+        return None
+    node = yaml.safe_load(path.read_text()) or {}
+    if node.get("_target_"):
+        return str(node["_target_"])
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            target = _model_target(folder, entry, seen | {name})
+            if target:
+                return target
+    return None
+
+
+@lru_cache(maxsize=1)
+def model_configs_by_family() -> dict[str, list[str]]:
+    """``{backbone family: [model config names]}`` from ``configs/model/`` (for error messages)."""
+    from hydra.utils import get_class
+
+    folder = CONFIG_DIR / "model"
+    out: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        target = _model_target(folder, path.stem)
+        try:
+            family = getattr(get_class(target), "family", "") if target else ""
+        except Exception:  # a config whose target does not import is reported when it is used
+            family = ""
+        if family:
+            out.setdefault(family, []).append(path.stem)
+    return out

@@ -2,15 +2,18 @@
 
 The order is chosen so that every mistake a user can make surfaces before expensive work:
 
-1. cheap checks: the method, the prompts, the metrics settings, the data (frames, masks, regions), the
-   ControlNet/annotator pair from the config (the annotator is built before the data is read when reading
-   it does annotation work, e.g. ``data=video_sam`` building masks, and the maps cannot come from the data);
-2. models (missing weights fail in seconds, naming the id and the ``model=tiny`` override), frame size,
-   then the annotator (missing annotator weights fail in seconds too);
-3. condition maps; inputs written to the result tree;
-4. inversion (from the on-disk cache when an identical one exists);
-5. edits (split across processes under ``accelerate launch``/``torchrun``; gathered on the main one);
-6. results, ``metrics.json`` and, last, the ``COMPLETE`` marker.
+1. :func:`plan_run`, cheap checks: the method and the configured backbone (an unsupported pair stops here),
+   the prompts, the metrics settings, the ControlNet/annotator pair, the data (frames, masks, regions), the
+   clip's shape against the backbone's rule and the method's schedule against its scheduler (both from the
+   config or the model's own small config files); the annotator is built before the data is read when
+   reading it does annotation work (e.g. ``data=video_sam`` building masks);
+2. :func:`load_models`: the backbone (missing weights fail in seconds, naming the id and the tiny
+   override), the method's pipeline, then the annotator (missing annotator weights fail in seconds too);
+3. :func:`prepare_inputs`: condition maps; inputs written to the result tree;
+4. :func:`prepare_source`: the method's source preparation (a DDIM inversion from the on-disk cache when an
+   identical one exists; the source latents for inversion-free methods), and its reconstruction check;
+5. :func:`run_edits`: the edits (split across processes under ``accelerate launch``/``torchrun``);
+6. :func:`write_results`: results, ``metrics.json`` and, last, the ``COMPLETE`` marker.
 
 Only the main process writes. ``run.py`` is the Hydra entry point around this function; tests call it
 directly with configs composed from ``configs/``.
@@ -33,13 +36,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from annotators.base import Annotator
 from annotators.cache import AnnotationCache
+from videoedit.backbones.base import Backbone, Components, check_supported
 from videoedit.conditions import ControlSpec, build_control, check_annotator
+from videoedit.config import model_configs_by_family
+from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError, VideoEditError
 from videoedit.inversion.cache import InversionCache
 from videoedit.io.result_tree import RunDirectory
 from videoedit.io.transforms import tensor_to_frames
-from videoedit.methods.base import EditMethod, EditRequest, parse_edit_requests
+from videoedit.methods.base import EditMethod, EditRequest, EditResult, parse_edit_requests
 from videoedit.metrics.evaluate import Evaluator, evaluate_edits
+from videoedit.metrics.reconstruction import reconstruction_psnr
 from videoedit.metrics.run_facts import (
     StageTimer,
     git_revision,
@@ -47,8 +54,6 @@ from videoedit.metrics.run_facts import (
     peak_memory,
     reset_peak_memory,
 )
-from videoedit.models.components import Components
-from videoedit.models.loading import resolve_dtype
 from videoedit.sweeps import SingleProcess, finished_run, launch_rank
 
 logger = logging.getLogger("videoedit")
@@ -213,24 +218,64 @@ def edit(cfg: DictConfig, output_dir: str | Path, alone: bool = False) -> RunRes
 def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
     timer = StageTimer()
     reset_peak_memory()
-    is_main = dist.is_main_process
     logger.info(
         "run directory: %s (process %d of %d)", run.root.resolve(), dist.process_index, dist.num_processes
     )
+    plan = plan_run(cfg, timer)
+    run.fps = plan.source.fps
+    models = load_models(cfg, plan, dist, timer)
+    inputs = prepare_inputs(cfg, plan, models, run, dist.is_main_process, timer)
+    prepared = prepare_source(cfg, plan, models, inputs, run, dist, timer)
+    produced = run_edits(plan, models, inputs, prepared.data, dist, timer)
+    metrics = run_facts(cfg, plan, models, inputs, prepared, dist.num_processes)
+    edits: dict[str, np.ndarray] = {}
+    if dist.is_main_process:
+        edits = write_results(plan, models, inputs, prepared, produced, metrics, run, timer)
+    if dist.num_processes > 1:
+        dist.wait_for_everyone()
+    return RunResult(output_dir=run.root, metrics=metrics, edits=edits)
 
-    # 1. cheap checks ---------------------------------------------------------------------------
+
+# ------------------------------------------------------------------------------ 1. cheap checks
+
+
+@dataclass
+class RunPlan:
+    """What the cheap checks produce: everything configured and validated, no model loaded yet."""
+
+    method: EditMethod
+    backbone: Backbone
+    requests: list[EditRequest]
+    evaluator: Evaluator
+    control_spec: ControlSpec
+    source: SourceVideo
+    annotator: Annotator | None = None  # built early (data that annotates on load)
+    needs_annotator: bool = False  # to be built after the models
+
+
+def plan_run(cfg: DictConfig, timer: StageTimer) -> RunPlan:
+    """Build and check everything that needs no model: see the module docstring, stage 1."""
     method: EditMethod = build(cfg.method, "method")
+    backbone: Backbone = build(cfg.model, "model")
+    check_supported(method, backbone, model_configs_by_family())
     requests = parse_edit_requests(cfg.prompts, cfg.sample_seeds, cfg.get("negative_prompt", ""))
     evaluator = Evaluator.from_config(cfg.get("metrics"))
     evaluator.check()  # explicit raft without weights, a CLIP model that cannot be found: fail now
     control_spec = _control_spec(cfg)
+    if control_spec.enabled and not method.uses_control(backbone.family):
+        logger.info(
+            "method=%s on the '%s' backbone uses no ControlNet: controlnet=%s is ignored",
+            method.name,
+            backbone.family,
+            control_spec.condition_type,
+        )
+        control_spec = ControlSpec(None)
     annotator: Annotator | None = None
     given = {str(k) for k, v in (cfg.data.get("conditions") or {}).items() if v}
     if control_spec.enabled and control_spec.condition_type not in given and _annotates_on_load(cfg.data):
         annotator = _build_annotator(cfg, control_spec)
     with timer("load_video"):
-        source = build(cfg.data, "data").load()
-    run.fps = source.fps
+        source: SourceVideo = build(cfg.data, "data").load()
     logger.info(
         "source: %s, %d frames %dx%d, regions %s, prompt %r",
         source.name,
@@ -240,103 +285,225 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
         source.regions,
         source.prompt,
     )
+    backbone.shape_rule().check(source.num_frames, *source.size, cfg.data)
     method.check_inputs(source, requests)
+    method.check_schedule(backbone.scheduler())
+    tokenizer = backbone.tokenizer()
+    if tokenizer is not None:
+        method.check_prompts(tokenizer, source, requests)
     needs_annotator = (
         annotator is None and control_spec.enabled and control_spec.condition_type not in source.conditions
     )
     if needs_annotator:
         _check_annotator_config(cfg, control_spec)  # present and of the right type, without building it
+    return RunPlan(method, backbone, requests, evaluator, control_spec, source, annotator, needs_annotator)
 
-    # 2. models, then the annotator (both fail in seconds when their weights are missing) -------------
+
+# ------------------------------------------------------------------------------ 2. models
+
+
+@dataclass
+class LoadedModels:
+    """The loaded backbone, the method's pipeline over it, where it runs, and the annotator."""
+
+    components: Components
+    pipe: Any
+    device: torch.device
+    dtype: torch.dtype
+    annotator: Annotator | None
+
+
+def load_models(cfg: DictConfig, plan: RunPlan, dist, timer: StageTimer) -> LoadedModels:
+    """Load the backbone (fails in seconds without weights), build the method's pipeline, apply the
+    backbone's acceleration switches, then build the annotator if the run needs one."""
     device = _device(cfg, dist)
-    dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device)
+    dtype = plan.backbone.resolve_dtype(str(cfg.get("dtype", "auto")), device)
+    acceleration = plan.backbone.acceleration
     with timer("load_model"):
-        components: Components = build(cfg.model, "model")
-        components.to(device, dtype)
-    pipe = method.build_pipeline(components)
-    pipe.set_progress_bar_config(disable=not (is_main and cfg.get("progress_bar", True)), leave=False)
-    pipe.check_frame_size(*source.size)
-    method.check_schedule(pipe.scheduler)
+        components = plan.backbone.load()
+        # under CPU offload the modules stay on the CPU until they run
+        components.to("cpu" if acceleration.cpu_offload != "none" else device, dtype)
+    pipe = plan.method.build_pipeline(components)
+    acceleration.apply(pipe, components, device)
+    pipe.set_progress_bar_config(
+        disable=not (dist.is_main_process and cfg.get("progress_bar", True)), leave=False
+    )
+    components.shape_rule().check(plan.source.num_frames, *plan.source.size, cfg.data)
+    plan.method.check_schedule(pipe.scheduler)
     logger.info("model: %s on %s (%s)", components.info, device, dtype)
-    if needs_annotator:
-        annotator = _build_annotator(cfg, control_spec)
+    annotator = plan.annotator
+    if plan.needs_annotator:
+        annotator = _build_annotator(cfg, plan.control_spec)
+    return LoadedModels(components, pipe, device, dtype, annotator)
 
-    # 3. conditions and inputs ---------------------------------------------------------------------
+
+# ------------------------------------------------------------------------------ 3. inputs
+
+
+@dataclass
+class RunInputs:
+    """The source as uint8 frames and its condition maps (``None`` without a ControlNet)."""
+
+    frames_u8: np.ndarray
+    control: np.ndarray | None
+    control_origin: str | None
+
+
+def prepare_inputs(
+    cfg: DictConfig, plan: RunPlan, models: LoadedModels, run: RunDirectory, is_main: bool, timer: StageTimer
+) -> RunInputs:
+    """Condition maps (from the data, the annotation cache or the annotator), and the inputs written to the
+    result tree by the main process."""
     with timer("conditions"):
         annotation_cache = (
             AnnotationCache(Path(cfg.paths.cache_root) / "annotations")
             if cfg.get("cache_annotations", True)
             else None
         )
+        annotator = models.annotator
         control, control_origin = build_control(
-            source, control_spec, (lambda: annotator) if annotator else None, annotation_cache
+            plan.source, plan.control_spec, (lambda: annotator) if annotator else None, annotation_cache
         )
     logger.info("control: %s", control_origin)
-    frames_u8 = source.frames_uint8()
+    frames_u8 = plan.source.frames_uint8()
     if is_main:
         with timer("write_inputs"):
             run.write_source(frames_u8)
             if control is not None:
                 run.write_control(control)
-            if source.masks is not None:
-                run.write_masks(frames_u8, source.masks.numpy(), source.regions)
+            if plan.source.masks is not None:
+                run.write_masks(frames_u8, plan.source.masks.numpy(), plan.source.regions)
+    return RunInputs(frames_u8, control, control_origin)
 
-    # 4. inversion (the main process first: the others then read it from the cache) ---------------
+
+# ------------------------------------------------------------------------------ 4. the source
+
+
+@dataclass
+class PreparedSource:
+    """What the method made of the source once per run, and the facts about it for ``metrics.json``."""
+
+    data: Any
+    info: dict[str, Any]
+    reconstruction: dict[str, Any] | None = None
+
+
+def prepare_source(
+    cfg: DictConfig,
+    plan: RunPlan,
+    models: LoadedModels,
+    inputs: RunInputs,
+    run: RunDirectory,
+    dist,
+    timer: StageTimer,
+) -> PreparedSource:
+    """The method's source preparation (the main process first: the others then read it from the cache),
+    its artifacts, and the reconstruction check (``metrics.reconstruction``, main process)."""
     cache = (
         InversionCache(Path(cfg.paths.cache_root) / "inversion") if cfg.get("cache_inversion", True) else None
     )
+    method, source = plan.method, plan.source
+    scale = plan.control_spec.conditioning_scale
     with timer("inversion"), dist.main_process_first():
-        inversion = method.invert(
-            pipe,
+        data = method.prepare(
+            models.pipe,
             source,
-            control,
-            control_spec.conditioning_scale,
+            inputs.control,
+            scale,
             cache,
-            components.fingerprint,
+            models.components.fingerprint,
             seed=int(cfg.seed),
         )
-    cache_status = (
-        "off" if cache is None or not method.inversion.cache else ("hit" if inversion.cache_hit else "miss")
-    )
-    logger.info("inversion: cache %s (key %s)", cache_status, inversion.key)
-    inversion_artifacts = method.inversion_artifacts(source, inversion, pipe) if is_main else None
-    if inversion_artifacts is not None:
-        with timer("write_inputs"):
-            run.write_artifacts(
-                inversion_artifacts.videos, inversion_artifacts.images, inversion_artifacts.arrays
-            )
+    info = dict(method.prepared_info(data))
+    logger.info("inversion: cache %s (key %s)", info.get("cache", "none"), info.get("key"))
+    prepared = PreparedSource(data=data, info=info)
+    if not dist.is_main_process:
+        return prepared
+    artifacts = method.prepared_artifacts(source, data, models.pipe)
+    with timer("write_inputs"):
+        run.write_artifacts(artifacts.videos, artifacts.images, artifacts.arrays)
+    info.update(artifacts.info)
+    if (cfg.get("metrics") or {}).get("reconstruction", True):
+        with timer("reconstruction"):
+            rebuilt = method.reconstruct(models.pipe, source, data, inputs.control, scale)
+        if rebuilt is not None:
+            frames = tensor_to_frames(rebuilt.frames)
+            reference = inputs.frames_u8 if rebuilt.reference is None else tensor_to_frames(rebuilt.reference)
+            run.write_artifacts({"infer_samples/reconstruction.mp4": frames}, {}, {})
+            prepared.reconstruction = {
+                "psnr": round(reconstruction_psnr(reference, frames), 3),
+                "definition": rebuilt.definition,
+                "video": "infer_samples/reconstruction.mp4",
+            }
+            logger.info("reconstruction PSNR %.2f dB", prepared.reconstruction["psnr"])
+    return prepared
 
-    # 5. edits, split across processes -------------------------------------------------------------
+
+# ------------------------------------------------------------------------------ 5. edits
+
+
+@dataclass
+class ProducedEdit:
+    """One edit's output, as gathered on the main process."""
+
+    index: int
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    result: EditResult
+    seconds: float
+
+
+def run_edits(
+    plan: RunPlan, models: LoadedModels, inputs: RunInputs, prepared: Any, dist, timer: StageTimer
+) -> list[ProducedEdit]:
+    """Every request of this process (request ``i`` runs on process ``i % N``), gathered and ordered."""
     produced = []
-    for index, request in enumerate(requests):
+    for index, request in enumerate(plan.requests):
         if index % dist.num_processes != dist.process_index:
             continue
         logger.info("edit %s: %r %s", request.name, request.prompt, list(request.local_prompts))
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
         torch.manual_seed(request.seed)
         with timer(f"edit/{request.name}"):
-            result = method.edit(
-                pipe, source, inversion, request, control, control_spec.conditioning_scale, generator
+            result = plan.method.edit(
+                models.pipe,
+                plan.source,
+                prepared,
+                request,
+                inputs.control,
+                plan.control_spec.conditioning_scale,
+                generator,
             )
-        produced.append(
-            {
-                "index": index,
-                "frames": tensor_to_frames(result.frames),
-                "artifacts": (result.videos, result.images, result.arrays),
-                "info": result.info,
-                "seconds": timer.seconds[f"edit/{request.name}"],
-            }
-        )
+        frames = tensor_to_frames(result.frames)
+        result.frames = None  # gathered as uint8 only
+        produced.append(ProducedEdit(index, frames, result, timer.seconds[f"edit/{request.name}"]))
     if dist.num_processes > 1:
         produced = gather_object(produced)
-    produced.sort(key=lambda p: p["index"])
+    return sorted(produced, key=lambda p: p.index)
 
-    # 6. results -----------------------------------------------------------------------------------
-    metrics = {
+
+# ------------------------------------------------------------------------------ 6. results
+
+
+def run_facts(
+    cfg: DictConfig,
+    plan: RunPlan,
+    models: LoadedModels,
+    inputs: RunInputs,
+    prepared: PreparedSource,
+    processes: int,
+) -> dict[str, Any]:
+    """The run's settings and inputs for ``metrics.json`` (quality, timings and listings come later)."""
+    source = plan.source
+    return {
         "experiment": cfg.get("experiment_name"),
-        "method": method.describe(),
-        "model": {**components.info, "fingerprint": components.fingerprint},
-        "control": control_origin,
+        "method": plan.method.describe(),
+        "model": {
+            **plan.backbone.describe(),
+            **models.components.info,
+            "fingerprint": models.components.fingerprint,
+            "dtypes": models.components.dtypes(),
+        },
+        "control": inputs.control_origin,
         "video": {
             "name": source.name,
             "frames": source.num_frames,
@@ -347,49 +514,58 @@ def _edit(cfg: DictConfig, run: RunDirectory, dist) -> RunResult:
             "source_prompt": source.prompt,
         },
         "seeds": {"seed": int(cfg.seed), "sample_seeds": [int(s) for s in cfg.sample_seeds]},
-        "inversion": {
-            "cache": cache_status,
-            "key": inversion.key,
-            **(inversion_artifacts.info if inversion_artifacts else {}),
-        },
-        "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "processes": dist.num_processes,
+        "inversion": prepared.info,
+        "device": str(models.device),
+        "dtype": str(models.dtype).replace("torch.", ""),
+        "processes": processes,
     }
+
+
+def write_results(
+    plan: RunPlan,
+    models: LoadedModels,
+    inputs: RunInputs,
+    prepared: PreparedSource,
+    produced: list[ProducedEdit],
+    metrics: dict[str, Any],
+    run: RunDirectory,
+    timer: StageTimer,
+) -> dict[str, np.ndarray]:
+    """Write every edit, the comparison, the quality metrics and ``metrics.json``, then ``COMPLETE``."""
     edits: dict[str, np.ndarray] = {}
-    if is_main:
-        with timer("write_results"):
-            listing = []
-            for item in produced:
-                request: EditRequest = requests[item["index"]]
-                run.write_edit(request.name, item["frames"])
-                run.write_artifacts(*item["artifacts"])
-                edits[request.name] = item["frames"]
-                listing.append(
-                    {
-                        "name": request.name,
-                        "prompt": request.prompt,
-                        "local_prompts": list(request.local_prompts),
-                        "seed": request.seed,
-                        "video": str(run.edit_video_path(request.name).relative_to(run.root)),
-                        "seconds": round(item["seconds"], 3),
-                        **item["info"],
-                    }
-                )
-            run.write_edits_index(listing)
-            run.write_comparison([frames_u8, *edits.values()], ["input", *edits.keys()])
-        with timer("metrics"):  # quality metrics (videoedit/metrics/evaluate.py); never fail the run
-            metrics["quality"] = evaluate_edits(
-                evaluator, frames_u8, edits, listing, source.masks, source.regions, device
+    listing = []
+    with timer("write_results"):
+        for item in produced:
+            request = plan.requests[item.index]
+            run.write_edit(request.name, item.frames)
+            run.write_artifacts(item.result.videos, item.result.images, item.result.arrays)
+            edits[request.name] = item.frames
+            listing.append(
+                {
+                    "name": request.name,
+                    "prompt": request.prompt,
+                    "local_prompts": list(request.local_prompts),
+                    "seed": request.seed,
+                    "video": str(run.edit_video_path(request.name).relative_to(run.root)),
+                    "seconds": round(item.seconds, 3),
+                    **item.result.info,
+                }
             )
-        metrics["edits"] = listing
-        metrics["timings_s"] = timer.summary()
-        metrics["peak_memory"] = peak_memory()
-        metrics["versions"] = library_versions()
-        metrics["git"] = git_revision()
-        run.write_metrics(metrics)
-        run.mark_complete({"edits": len(listing)})
-        logger.info("results written to %s", run.root.resolve())
-    if dist.num_processes > 1:
-        dist.wait_for_everyone()
-    return RunResult(output_dir=run.root, metrics=metrics, edits=edits)
+        run.write_edits_index(listing)
+        run.write_comparison([inputs.frames_u8, *edits.values()], ["input", *edits.keys()])
+    with timer("metrics"):  # quality metrics (videoedit/metrics/evaluate.py); never fail the run
+        source = plan.source
+        metrics["quality"] = evaluate_edits(
+            plan.evaluator, inputs.frames_u8, edits, listing, source.masks, source.regions, models.device
+        )
+        if prepared.reconstruction is not None:
+            metrics["quality"]["reconstruction"] = prepared.reconstruction
+    metrics["edits"] = listing
+    metrics["timings_s"] = timer.summary()
+    metrics["peak_memory"] = peak_memory()
+    metrics["versions"] = library_versions()
+    metrics["git"] = git_revision()
+    run.write_metrics(metrics)
+    run.mark_complete({"edits": len(listing)})
+    logger.info("results written to %s", run.root.resolve())
+    return edits

@@ -18,7 +18,11 @@ from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import sampling_timesteps
 from videoedit.methods.tokenflow import TOKENFLOW_INVERSION, TokenFlowMethod
 from videoedit.models.components import sd_ddim_scheduler
-from videoedit.pipelines.pipeline_tokenflow import OFFICIAL_NEGATIVE_PROMPT, TokenFlowPipeline
+from videoedit.pipelines.pipeline_tokenflow import (
+    OFFICIAL_NEGATIVE_PROMPT,
+    TokenFlowPipeline,
+    TokenFlowSettings,
+)
 
 STEPS, INVERSION_STEPS, FRAMES = 5, 10, 4  # sampling 801 ... 1 on the inversion grid 1, 101, ..., 901
 
@@ -43,12 +47,13 @@ def inversion(pipe):
 
 
 def _edit(pipe, inversion, **kwargs):
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in TokenFlowSettings.__dataclass_fields__}
     args = dict(
         prompt="a marble sculpture",
         inversion=inversion,
         source_prompt="a woman running",
         num_inference_steps=STEPS,
-        batch_size=2,
+        settings=TokenFlowSettings(**{"batch_size": 2, **options}),
         generator=torch.Generator().manual_seed(0),
         output_type="latent",
     )

@@ -89,7 +89,7 @@ BLEND_MODES = ("official", "paper")
 def injection_timesteps(timesteps: Sequence[int], fraction: float) -> list[int]:
     """The first ``int(len(timesteps) * fraction)`` timesteps (official: ``timesteps[:int(n * pnp_t)]``).
 
-    ``fraction`` is in [0, 1] (checked by ``check_tokenflow_options``). With 50 steps:
+    ``fraction`` is in [0, 1] (checked by ``TokenFlowSettings``). With 50 steps:
     ``pnp_attn_t=0.5`` -> 25 timesteps (981 ... 501), ``pnp_f_t=0.8`` -> 40 (981 ... 201).
     """
     return [int(t) for t in timesteps[: int(len(timesteps) * fraction)]]

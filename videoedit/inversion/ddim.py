@@ -141,6 +141,7 @@ class InversionOutput:
         extras: tensors captured during inversion by the method (features, attention maps...).
         cache_hit: whether this came from the on-disk cache.
         key: the cache key (empty when caching is off).
+        cache_status: ``"hit"``, ``"miss"`` (computed and cached) or ``"off"`` (caching disabled).
     """
 
     latents: dict[int, torch.Tensor]
@@ -148,6 +149,7 @@ class InversionOutput:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     cache_hit: bool = False
     key: str = ""
+    cache_status: str = "off"
 
     @property
     def timesteps(self) -> list[int]:

@@ -1,29 +1,28 @@
 """What every editing method provides to :func:`videoedit.edit.edit`.
 
 A method is a small class that Hydra instantiates from ``configs/method/<name>.yaml`` (its keys are the
-constructor's arguments). It says which pipeline it runs, checks its inputs cheaply before any model is
-loaded, inverts the source (cached on disk), and edits one request at a time. Adding a method touches no
-central ``if method == ...``: a new class, its pipeline, its processors and its config.
+constructor's arguments). It names the backbone families it runs on, checks its inputs cheaply before any
+model is loaded, builds its pipeline from the loaded components, prepares the source once per run (a DDIM
+inversion, cached on disk, for :class:`~videoedit.methods.inverting.InversionEditMethod`; the clean source
+latents for inversion-free methods such as FlowEdit), and edits one request at a time. Adding a method
+touches no central ``if method == ...``: a new class, its pipeline, its processors and its config.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from videoedit.attention.state import StepState
+from videoedit.backbones.base import Components
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError, PromptError
-from videoedit.inversion.cache import InversionCache, cache_key, tensor_digest
-from videoedit.inversion.ddim import InversionOutput, NoiseTimestep, inversion_grid, sampling_timesteps
-from videoedit.pipelines.pipeline_video_edit import VideoEditPipeline
+from videoedit.inversion.cache import InversionCache
 
 logger = logging.getLogger(__name__)
 
@@ -89,65 +88,46 @@ class EditResult(Artifacts):
     frames: torch.Tensor | None = None
 
 
-@dataclass(frozen=True)
-class InversionSettings:
-    """How a method inverts the source (``method.inversion`` in the configs).
+@dataclass
+class Reconstruction:
+    """The source rebuilt from what :meth:`EditMethod.prepare` made of it.
 
     Attributes:
-        num_inversion_steps: a finer inversion schedule whose grid contains the editing timesteps
-            (TokenFlow: 500); ``None`` = the editing schedule.
-        guidance_scale: CFG during inversion (official: 1, the source prompt only).
-        noise_timestep: ``"current"`` (VideoGrain / diffusers' inverse scheduler) or ``"next"``
-            (TokenFlow / pnp-diffusers); see ``videoedit/inversion/ddim.py``.
-        vae_sample: encode frames with a posterior sample (official VideoGrain) rather than the mean.
-        use_controlnet: apply the ControlNet during inversion too (official VideoGrain: yes).
-        frame_batch_size: frames per UNet call; ``None`` = all (needed when attention spans frames).
-        cache: reuse inversions from the on-disk cache.
+        frames: ``(F, 3, H, W)`` in [-1, 1].
+        reference: the source frames they rebuild (``None``: all of ``source.frames``).
+        definition: how they were made, for ``metrics.json``.
     """
 
-    num_inversion_steps: int | None = None
-    guidance_scale: float = 1.0
-    noise_timestep: NoiseTimestep = "current"
-    vae_sample: bool = False
-    use_controlnet: bool = True
-    frame_batch_size: int | None = None
-    cache: bool = True
-
-
-def _as_settings(value: InversionSettings | Mapping | None) -> InversionSettings:
-    if isinstance(value, InversionSettings):
-        return value
-    try:
-        return InversionSettings(**dict(value or {}))
-    except TypeError as err:
-        raise ConfigError(f"Bad method.inversion settings {dict(value or {})}: {err}") from err
+    frames: torch.Tensor
+    definition: str
+    reference: torch.Tensor | None = None
 
 
 class EditMethod(ABC):
     """Base class of editing methods.
 
     Args:
-        num_inference_steps: DDIM editing steps (official: 50).
-        guidance_scale: classifier-free guidance (official: 7.5).
-        inversion: :class:`InversionSettings` (or its fields).
+        num_inference_steps: sampling steps.
+        guidance_scale: classifier-free guidance of the target prompt.
+
+    Class attributes:
+        name: the method's config name (``method=<name>``).
+        backbones: the backbone families it runs on (``"sd"``, ``"wan"``...); any other is refused at
+            config-check time, before a model loads.
+        needs_masks: whether :meth:`edit` needs region masks (checked before any model is loaded).
+        pipeline_class: the pipeline :meth:`build_pipeline` builds (``None``: the family's base pipeline).
     """
 
     name: ClassVar[str] = ""
-    pipeline_class: ClassVar[type[VideoEditPipeline]] = VideoEditPipeline
-    #: whether :meth:`edit` needs region masks (checked before any model is loaded)
+    backbones: ClassVar[tuple[str, ...]] = ("sd",)
     needs_masks: ClassVar[bool] = False
+    pipeline_class: ClassVar[type | None] = None
 
-    def __init__(
-        self,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        inversion: InversionSettings | Mapping | None = None,
-    ) -> None:
+    def __init__(self, num_inference_steps: int = 50, guidance_scale: float = 7.5) -> None:
         if num_inference_steps < 1:
             raise ConfigError(f"method.num_inference_steps must be >= 1, got {num_inference_steps}.")
         self.num_inference_steps = int(num_inference_steps)
         self.guidance_scale = float(guidance_scale)
-        self.inversion = _as_settings(inversion)
 
     # ------------------------------------------------------------------ checks (cheap, before models)
     def check_inputs(self, source: SourceVideo, requests: Sequence[EditRequest]) -> None:
@@ -158,121 +138,74 @@ class EditMethod(ABC):
                 "data.regions (or use data=two_figures)."
             )
 
-    def check_schedule(self, scheduler) -> None:
-        """Raise before any work if the inversion and editing schedules do not fit together."""
-        inversion_grid(scheduler, self.num_inference_steps, self.inversion.num_inversion_steps)
+    def check_schedule(self, scheduler) -> None:  # noqa: B027 - optional hook, nothing to check by default
+        """Raise before any work if the method's settings do not fit the backbone's scheduler."""
 
-    def build_pipeline(self, components) -> VideoEditPipeline:
+    def check_prompts(self, tokenizer, source: SourceVideo, requests: Sequence[EditRequest]) -> None:  # noqa: B027
+        """Raise before the model loads on prompts this method cannot use with the backbone's ``tokenizer``
+        (called when the backbone can give its tokenizer without loading weights)."""
+
+    def uses_control(self, family: str) -> bool:
+        """Whether the method feeds ControlNet-style condition maps on backbone ``family`` (otherwise the
+        ``controlnet`` config is ignored and no annotator runs)."""
+        return True
+
+    def build_pipeline(self, components: Components):
+        """The pipeline this method runs, over the loaded components."""
+        if self.pipeline_class is None:
+            return components.pipeline()
         return self.pipeline_class.from_components(components)
 
-    # ------------------------------------------------------------------ inversion
-    def inversion_signature(self) -> dict[str, Any]:
-        """What, besides :class:`InversionSettings`, changes this method's inversion (cache key).
+    @property
+    def seed_dependent(self) -> bool:
+        """Whether the edit's seed can change its result (``False`` for deterministic settings: a sweep
+        over seeds then repeats one result, which reports say)."""
+        return True
 
-        Methods that install processors or capture features during inversion describe them here.
-        """
-        return {}
-
-    @contextlib.contextmanager
-    def inversion_context(
-        self, pipe: VideoEditPipeline, source: SourceVideo, state: StepState
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Installed around the inversion (processors, recording hooks). The yielded dict, filled by
-        the time the context exits, becomes :attr:`InversionOutput.extras` (and is cached)."""
-        yield {}
-
-    #: run the noise predictor once more on the final inverted latent (so processors can record features
-    #: at the noisiest timestep, which the inversion loop itself never evaluates)
-    final_feature_pass: bool = False
-    #: CFG branches run during inversion (``None``: the conditional one only at guidance 1)
-    inversion_branches: tuple[str, ...] | None = None
-
-    def inversion_artifacts(
-        self, source: SourceVideo, inversion: InversionOutput, pipe: VideoEditPipeline
-    ) -> Artifacts:
-        """Outputs derived from the inversion (written once per run), e.g. attention-feature studies."""
-        return Artifacts()
-
-    def invert(
+    # ------------------------------------------------------------------ the source, once per run
+    @abstractmethod
+    def prepare(
         self,
-        pipe: VideoEditPipeline,
+        pipe,
         source: SourceVideo,
         control: np.ndarray | None,
         controlnet_conditioning_scale: float,
         cache: InversionCache | None,
         model_fingerprint: str,
         seed: int = 0,
-    ) -> InversionOutput:
-        """Invert ``source`` (from the cache when an identical inversion exists)."""
-        settings = self.inversion
-        control = control if settings.use_controlnet and pipe.controlnet is not None else None
-        parts = {
-            "frames": tensor_digest(source.frames),
-            "model": model_fingerprint,
-            "dtype": str(pipe.unet.dtype),
-            "control": tensor_digest(
-                None if control is None else torch.from_numpy(np.ascontiguousarray(control))
-            ),
-            "controlnet_conditioning_scale": controlnet_conditioning_scale if control is not None else None,
-            "prompt": source.prompt,
-            "num_inference_steps": self.num_inference_steps,
-            "settings": {k: v for k, v in asdict(settings).items() if k != "cache"},
-            "seed": seed if settings.vae_sample else None,
-            "method": self.inversion_signature(),
-            "branches": self.inversion_branches,
-            "final_feature_pass": self.final_feature_pass,
-        }
-        key = cache_key(parts)
-        grid = inversion_grid(pipe.scheduler, self.num_inference_steps, settings.num_inversion_steps)
-        expected = sorted(set(sampling_timesteps(pipe.scheduler, self.num_inference_steps)) | {grid[-1]})
-        h, w = source.size
-        latent_shape = (
-            source.num_frames,
-            pipe.unet.config.in_channels,
-            h // pipe.vae_scale_factor,
-            w // pipe.vae_scale_factor,
-        )
-        if cache is not None and settings.cache:
-            hit = cache.load(key, expected, latent_shape)
-            if hit is not None:
-                logger.info("inversion cache hit: %s", cache.path(key))
-                return hit
-            logger.info("inversion cache miss: %s", key)
-        state = StepState(phase="invert")
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        with self.inversion_context(pipe, source, state) as extras:
-            output = pipe.invert(
-                source.frames,
-                prompt=source.prompt,
-                control=control,
-                num_inference_steps=self.num_inference_steps,
-                num_inversion_steps=settings.num_inversion_steps,
-                guidance_scale=settings.guidance_scale,
-                controlnet_conditioning_scale=controlnet_conditioning_scale,
-                noise_timestep=settings.noise_timestep,
-                vae_sample=settings.vae_sample,
-                generator=generator,
-                frame_batch_size=settings.frame_batch_size,
-                state=state,
-                final_feature_pass=self.final_feature_pass,
-                branches=self.inversion_branches,
-            )
-        output.extras = dict(extras)
-        output.key = key
-        if cache is not None and settings.cache:
-            path = cache.save(
-                key, output, info={k: v for k, v in parts.items() if k not in ("frames", "control")}
-            )
-            logger.info("inversion cached: %s", path)
-        return output
+    ) -> Any:
+        """Source-side work shared by every edit of the run (an inversion, the source latents...).
+
+        The main process runs it first; under a multi-process launch the others then read any cache it wrote.
+        """
+
+    def prepared_info(self, prepared: Any) -> dict[str, Any]:
+        """Facts about :meth:`prepare`'s result for ``metrics.json["inversion"]`` (cache status, key)."""
+        return {}
+
+    def prepared_artifacts(self, source: SourceVideo, prepared: Any, pipe) -> Artifacts:
+        """Outputs derived from the prepared source (written once per run), e.g. attention-feature studies."""
+        return Artifacts()
+
+    def reconstruct(
+        self,
+        pipe,
+        source: SourceVideo,
+        prepared: Any,
+        control: np.ndarray | None,
+        controlnet_conditioning_scale: float,
+    ) -> Reconstruction | None:
+        """The source rebuilt from :meth:`prepare`'s result (the run's reconstruction PSNR: the first thing to
+        check when an edit goes wrong); ``None`` if the method has nothing to reconstruct."""
+        return None
 
     # ------------------------------------------------------------------ editing
     @abstractmethod
     def edit(
         self,
-        pipe: VideoEditPipeline,
+        pipe,
         source: SourceVideo,
-        inversion: InversionOutput,
+        prepared: Any,
         request: EditRequest,
         control: np.ndarray | None,
         controlnet_conditioning_scale: float,
@@ -284,6 +217,8 @@ class EditMethod(ABC):
         """The method's settings, for ``metrics.json``."""
         return {
             "name": self.name,
+            "backbones": list(self.backbones),
             "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.guidance_scale,
+            "seed_dependent": self.seed_dependent,
         }

@@ -16,13 +16,14 @@ from videoedit.attention.state import StepState
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import InversionOutput
-from videoedit.methods.base import EditMethod, EditRequest, EditResult, InversionSettings
+from videoedit.methods.base import EditRequest, EditResult
+from videoedit.methods.inverting import InversionEditMethod, InversionSettings
 from videoedit.pipelines.pipeline_ddim import DDIMEditPipeline
 
 logger = logging.getLogger(__name__)
 
 
-class DDIMMethod(EditMethod):
+class DDIMMethod(InversionEditMethod):
     """Per-frame DDIM inversion + regeneration with CFG and ControlNet.
 
     Args:
@@ -71,6 +72,12 @@ class DDIMMethod(EditMethod):
                 "during_inversion=false."
             )
         self.self_attention = self_attention
+
+    @property
+    def seed_dependent(self) -> bool:
+        """DDIM sampling (eta 0) is deterministic; the seed acts through the blending noise and the consistent
+        self-attention's draws only."""
+        return (self.blend_with_masks and self.blend_source == "noised") or self.self_attention is not None
 
     def _self_attention_installed(self, pipe: DDIMEditPipeline, state: StepState, seed: int):
         if self.self_attention is None:

@@ -17,7 +17,8 @@ from videoedit.attention.state import StepState
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import InversionOutput
-from videoedit.methods.base import EditMethod, EditRequest, EditResult, InversionSettings
+from videoedit.methods.base import EditRequest, EditResult
+from videoedit.methods.inverting import InversionEditMethod, InversionSettings
 from videoedit.motion import (
     FlowCache,
     FlowEstimator,
@@ -30,7 +31,7 @@ from videoedit.pipelines.pipeline_dualflow import DualFlowPipeline, DualFlowSett
 logger = logging.getLogger(__name__)
 
 
-class DualFlowMethod(EditMethod):
+class DualFlowMethod(InversionEditMethod):
     """Dual-flow attention editing on top of DDIM inversion (+ ControlNet).
 
     Args:

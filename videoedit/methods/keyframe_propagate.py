@@ -27,7 +27,8 @@ from videoedit.errors import ConfigError
 from videoedit.inversion.cache import InversionCache, tensor_digest
 from videoedit.inversion.ddim import InversionOutput
 from videoedit.io.transforms import tensor_to_frames
-from videoedit.methods.base import Artifacts, EditMethod, EditRequest, EditResult
+from videoedit.methods.base import Artifacts, EditRequest, EditResult, Reconstruction
+from videoedit.methods.inverting import InversionEditMethod
 from videoedit.motion import FlowCache, build_flow_estimator, video_flows
 from videoedit.pipelines.pipeline_keyframe import (
     KEYFRAME_MODES,
@@ -76,7 +77,7 @@ def subset_source(source: SourceVideo, indices: Sequence[int]) -> SourceVideo:
     )
 
 
-class KeyframePropagateMethod(EditMethod):
+class KeyframePropagateMethod(InversionEditMethod):
     """Edit keyframes with ``keyframe_method``, then propagate them to every frame.
 
     Args:
@@ -95,7 +96,7 @@ class KeyframePropagateMethod(EditMethod):
 
     def __init__(
         self,
-        keyframe_method: EditMethod,
+        keyframe_method: InversionEditMethod,
         num_keyframes: int = 4,
         keyframe_selection: str = "even",
         flow: FlowSettings | Mapping | None = None,
@@ -103,7 +104,7 @@ class KeyframePropagateMethod(EditMethod):
         photometric_sigma: float | None = 10.0,
         refine: RefineSettings | Mapping | None = None,
     ) -> None:
-        if not isinstance(keyframe_method, EditMethod):
+        if not isinstance(keyframe_method, InversionEditMethod):
             raise ConfigError(
                 "method.keyframe_method must be a method config with a _target_ (e.g. the ddim method), "
                 f"got {type(keyframe_method).__name__}."
@@ -147,6 +148,10 @@ class KeyframePropagateMethod(EditMethod):
 
     def build_pipeline(self, components) -> VideoEditPipeline:
         return self.keyframe_method.build_pipeline(components)
+
+    @property
+    def seed_dependent(self) -> bool:
+        return self.keyframe_method.seed_dependent or self.refine.strength > 0
 
     def inversion_signature(self) -> dict[str, Any]:
         return self.keyframe_method.inversion_signature()
@@ -206,6 +211,20 @@ class KeyframePropagateMethod(EditMethod):
             model_fingerprint,
             seed=seed,
         )
+
+    def reconstruct(self, pipe, source, prepared, control, controlnet_conditioning_scale) -> Reconstruction:
+        """The keyframes' reconstruction (only they are inverted)."""
+        keys = self.keyframes(source)
+        out = self.keyframe_method.reconstruct(
+            pipe,
+            subset_source(source, keys),
+            prepared,
+            None if control is None else control[keys],
+            controlnet_conditioning_scale,
+        )
+        out.reference = source.frames[keys]
+        out.definition += f" (keyframes {keys} only)"
+        return out
 
     # ------------------------------------------------------------------ editing
     def edit(

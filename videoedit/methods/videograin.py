@@ -56,7 +56,8 @@ from videoedit.errors import ConfigError, PromptError
 from videoedit.inversion.cache import tensor_digest
 from videoedit.inversion.ddim import InversionOutput, sampling_timesteps
 from videoedit.layout.prompts import locate_local_prompts
-from videoedit.methods.base import Artifacts, EditMethod, EditRequest, EditResult, InversionSettings
+from videoedit.methods.base import Artifacts, EditRequest, EditResult
+from videoedit.methods.inverting import InversionEditMethod, InversionSettings
 from videoedit.models.freeu import FreeUSettings
 from videoedit.models.tokenizer import load_clip_tokenizer
 from videoedit.motion import build_flow_estimator, video_flows
@@ -81,7 +82,7 @@ def _settings(value: ModulationSettings | Mapping | None) -> ModulationSettings:
         raise ConfigError(f"Bad method.modulation settings {fields}: {err}") from err
 
 
-class VideoGrainMethod(EditMethod):
+class VideoGrainMethod(InversionEditMethod):
     """VideoGrain editing: see the module docstring and ``configs/method/videograin.yaml``.
 
     Args:
@@ -208,6 +209,12 @@ class VideoGrainMethod(EditMethod):
             self_attention = ConsistentSelfAttention(**dict(self_attention))
         self.self_attention = self_attention
         self._trajectories: tuple[str, dict[int, Trajectories]] | None = None
+
+    @property
+    def seed_dependent(self) -> bool:
+        """DDIM sampling is deterministic; the seed acts through the re-noised blending source and a consistent
+        self-attention's draws."""
+        return self.blend_source == "noised" or self.self_attention is not None
 
     # ------------------------------------------------------------------ checks
     def check_inputs(self, source: SourceVideo, requests: Sequence[EditRequest]) -> None:

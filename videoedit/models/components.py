@@ -1,22 +1,27 @@
-"""The set of models an editing pipeline needs, with a fingerprint that identifies their weights."""
+"""Stable Diffusion's components (UNet, VAE, CLIP text encoder, DDIM scheduler, optional ControlNet)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from videoedit.backbones.base import Components, VideoShapeRule
+
 
 @dataclass
-class Components:
-    """Stable-Diffusion-shaped components.
+class StableDiffusionComponents(Components):
+    """Stable-Diffusion-shaped components (the ``sd`` backbone family).
 
     ``fingerprint`` identifies the weights (hub id + revision, local folder + file stats, or the tiny
     model's config and seed); it enters the inversion cache key, so two runs share an inversion only
     when they use the same weights.
     """
+
+    family: ClassVar[str] = "sd"
 
     unet: UNet2DConditionModel
     vae: AutoencoderKL
@@ -34,19 +39,24 @@ class Components:
             mods["controlnet"] = self.controlnet
         return mods
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Components:
-        """Move every module (casting only those whose dtype differs)."""
-        for module in self.modules.values():
-            if dtype is not None and next(module.parameters()).dtype != dtype:
-                module.to(device, dtype)
-            else:  # a dtype argument, even an unchanged one, makes diffusers warn about fp32 modules
-                module.to(device)
-        return self
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
 
-    def unet_downsample_factor(self) -> int:
-        """Pixel-space factor frame sides must be multiples of (VAE factor x UNet down-samplings)."""
-        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return vae_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+    def shape_rule(self) -> VideoShapeRule:
+        return sd_shape_rule(self.vae.config.block_out_channels, self.unet.config.block_out_channels)
+
+    def pipeline(self):
+        """The family's base pipeline (:class:`~videoedit.pipelines.pipeline_video_edit.VideoEditPipeline`)."""
+        from videoedit.pipelines.pipeline_video_edit import VideoEditPipeline
+
+        return VideoEditPipeline.from_components(self)
+
+
+def sd_shape_rule(vae_blocks, unet_blocks) -> VideoShapeRule:
+    """Frame sides must be multiples of the VAE factor x the UNet's down-samplings (64 for SD); any frame count."""
+    factor = 2 ** (len(vae_blocks) - 1) * 2 ** (len(unet_blocks) - 1)
+    return VideoShapeRule(size_multiple=factor, what="this UNet")
 
 
 def sd_ddim_scheduler(config: dict | None = None) -> DDIMScheduler:

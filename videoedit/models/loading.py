@@ -17,6 +17,7 @@ Anything that fails raises :class:`~videoedit.errors.ModelLoadError` naming the 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DCondi
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from videoedit.errors import ConfigError, ModelLoadError
-from videoedit.models.components import Components, sd_ddim_scheduler
+from videoedit.models.components import StableDiffusionComponents, sd_ddim_scheduler
 from videoedit.models.tokenizer import check_clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -37,11 +38,11 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _CONFIG_SUFFIXES = (".json", ".txt")
 
 
-def _hint(name: str, what: str) -> str:
+def _hint(name: str, what: str, tiny: str = "tiny") -> str:
     return (
-        f"Download the {what} (e.g. `huggingface-cli download {name}`), or point the config at a local folder "
+        f"Download the {what} (e.g. `hf download {name}`), or point the config at a local folder "
         f"in diffusers layout (model.pretrained_model_name_or_path=/path, or set VIDEOEDIT_MODEL_ROOT). "
-        "To run without any weights, use the tiny offline model: add `model=tiny` to the command."
+        f"To run without any weights, use the tiny offline model: add `model={tiny}` to the command."
     )
 
 
@@ -79,15 +80,9 @@ def select_repo_files(
     return chosen
 
 
-def resolve_pretrained(
-    name_or_path: str,
-    subfolders: Sequence[str],
-    what: str,
-    model_root: str | None = None,
-    revision: str | None = None,
-    variant: str | None = None,
-) -> Path:
-    """A local folder holding ``name_or_path`` (see the module docstring for the order)."""
+def find_local(name_or_path: str, model_root: str | None = None, revision: str | None = None) -> Path | None:
+    """The local folder holding ``name_or_path`` without any network: the folder itself, one under
+    ``model_root``, or a Hugging Face cache snapshot; ``None`` when there is none."""
     candidates = [Path(name_or_path).expanduser()]
     if model_root:
         root = Path(model_root).expanduser()
@@ -95,21 +90,62 @@ def resolve_pretrained(
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
-    if Path(name_or_path).is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
-        raise ModelLoadError(f"{what} folder not found: {name_or_path}. " + _hint(name_or_path, what))
-
+    if _is_path(name_or_path):
+        return None
     import huggingface_hub as hub
 
     try:
         return Path(hub.snapshot_download(name_or_path, revision=revision, local_files_only=True))
-    except Exception as err:  # LocalEntryNotFoundError, or a broken cache entry
-        cached_error = err
+    except Exception:  # LocalEntryNotFoundError, or a broken cache entry
+        return None
+
+
+def _is_path(name_or_path: str) -> bool:
+    return (
+        Path(name_or_path).is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+    )
+
+
+def read_local_config(
+    name_or_path: str, filename: str, model_root: str | None = None, revision: str | None = None
+) -> dict | None:
+    """A small JSON config of a model that is already on disk (``unet/config.json``...), else ``None``.
+
+    Used to check a run against the model before loading its weights; never downloads.
+    """
+    folder = find_local(name_or_path, model_root, revision)
+    if folder is None or not (folder / filename).is_file():
+        return None
+    try:
+        return json.loads((folder / filename).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_pretrained(
+    name_or_path: str,
+    subfolders: Sequence[str],
+    what: str,
+    model_root: str | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+    tiny: str = "tiny",
+) -> Path:
+    """A local folder holding ``name_or_path`` (see the module docstring for the order); errors name the
+    ``model=<tiny>`` override."""
+    local = find_local(name_or_path, model_root, revision)
+    if local is not None:
+        return local
+    if _is_path(name_or_path):
+        raise ModelLoadError(f"{what} folder not found: {name_or_path}. " + _hint(name_or_path, what, tiny))
+
+    import huggingface_hub as hub
+
     if _hub_offline():
         raise ModelLoadError(
             f"Could not load the {what} '{name_or_path}': it is not a local folder"
             f"{' (also looked under model_root=' + str(model_root) + ')' if model_root else ''}, not in the "
-            f"Hugging Face cache, and HF_HUB_OFFLINE=1 forbids a download ({type(cached_error).__name__}). "
-            + _hint(name_or_path, what)
+            f"Hugging Face cache, and HF_HUB_OFFLINE=1 forbids a download. " + _hint(name_or_path, what, tiny)
         )
     try:
         info = hub.model_info(name_or_path, revision=revision, timeout=10)
@@ -117,7 +153,7 @@ def resolve_pretrained(
         raise ModelLoadError(
             f"Could not load the {what} '{name_or_path}': not found locally and the hub is not reachable or "
             f"does not have it ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            + _hint(name_or_path, what)
+            + _hint(name_or_path, what, tiny)
         ) from err
     files = select_repo_files([s.rfilename for s in info.siblings or []], subfolders, variant)
     if not files:
@@ -128,7 +164,7 @@ def resolve_pretrained(
         return Path(hub.snapshot_download(name_or_path, revision=revision, allow_patterns=files))
     except Exception as err:
         raise ModelLoadError(
-            f"Download of '{name_or_path}' failed: {err}. " + _hint(name_or_path, what)
+            f"Download of '{name_or_path}' failed: {err}. " + _hint(name_or_path, what, tiny)
         ) from err
 
 
@@ -146,13 +182,13 @@ def folder_fingerprint(folder: Path) -> str:
     return f"dir:{folder.resolve()}:{digest.hexdigest()[:16]}"
 
 
-def _load(loader, what: str, name: str, **kwargs):
+def _load(loader, what: str, name: str, tiny: str = "tiny", **kwargs):
     try:
         return loader(**kwargs)
     except Exception as err:
         raise ModelLoadError(
             f"Could not load the {what} from '{name}' ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
-            + _hint(name, what)
+            + _hint(name, what, tiny)
         ) from err
 
 
@@ -185,7 +221,7 @@ def load_stable_diffusion(
     model_root: str | None = None,
     revision: str | None = None,
     variant: str | None = None,
-) -> Components:
+) -> StableDiffusionComponents:
     """Load SD-1.5/2.x components (and a ControlNet) from a local folder or the hub.
 
     Args:
@@ -248,7 +284,7 @@ def load_stable_diffusion(
     info = {"model": name, "model_folder": str(folder)}
     if controlnet:
         info.update(controlnet=controlnet, controlnet_folder=str(cn_folder))
-    return Components(
+    return StableDiffusionComponents(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,

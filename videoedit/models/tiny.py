@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from videoedit.models.components import Components, sd_ddim_scheduler
+from videoedit.models.components import StableDiffusionComponents, sd_ddim_scheduler
 from videoedit.models.tokenizer import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, load_clip_tokenizer
 
 
@@ -45,7 +45,7 @@ def build_tiny_components(
     cross_attention_dim: int = 32,
     text_layers: int = 2,
     tokenizer_cache_dir: str | None = None,
-) -> Components:
+) -> StableDiffusionComponents:
     """Build the tiny stack.
 
     Args:
@@ -124,7 +124,7 @@ def build_tiny_components(
     info = {"model": "tiny (random weights)", "seed": str(seed)}
     if controlnet:
         info["controlnet"] = f"tiny random ControlNet (standing in for {controlnet})"
-    return Components(
+    return StableDiffusionComponents(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
@@ -138,7 +138,7 @@ def build_tiny_components(
 
 def build_random_sd15_components(
     seed: int = 0, controlnet: bool = True, tokenizer_cache_dir: str | None = None
-) -> Components:
+) -> StableDiffusionComponents:
     """Components with SD-1.5's exact shapes (UNet 860M, ControlNet, VAE, CLIP ViT-L text encoder)
     and seeded random weights. For speed and memory benchmarks without downloading weights; the
     outputs are meaningless."""
@@ -177,7 +177,7 @@ def build_random_sd15_components(
     for module in (unet, vae, text_encoder, cnet):
         if module is not None:
             module.eval().requires_grad_(False)
-    return Components(
+    return StableDiffusionComponents(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,

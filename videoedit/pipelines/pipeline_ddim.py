@@ -61,7 +61,7 @@ class DDIMEditPipeline(VideoEditPipeline):
             uncond=self.encode_prompt([negative_prompt]), cond=self.encode_prompt([prompt])
         )
         # 3. prepare latents, control and blending
-        latents = inversion.at(timesteps[0]).to(self.device, self.unet.dtype)
+        latents = inversion.at(timesteps[0]).to(self._execution_device, self.unet.dtype)
         control = self.prepare_control(control)
         blend = self.make_blend(masks, inversion, blend_source)
         # 4. denoise

@@ -55,47 +55,79 @@ INIT_LATENTS = ("official", "inverted")
 SDEDIT_NOISE = ("ddim", "random")
 
 
-def check_tokenflow_options(
-    variant: str = "pnp",
-    batch_size: int = 8,
-    pnp_attn_t: float = 0.5,
-    pnp_f_t: float = 0.8,
-    keyframe_sampling: str = "random",
-    blend: str = "official",
-    init_latent: str = "official",
-    sdedit_start: float = 0.9,
-    sdedit_start_rounding: str = "official",
-    sdedit_noise: str = "ddim",
-    nn_chunk_size: int | None = 4096,
-    keyframe_window: int | None = None,
-) -> None:
-    """Raise :class:`ConfigError` (naming the ``method.<key>``) on any invalid TokenFlow option."""
-    choices = {
-        "variant": (variant, VARIANTS),
-        "keyframe_sampling": (keyframe_sampling, KEYFRAME_SAMPLING),
-        "blend": (blend, BLEND_MODES),
-        "init_latent": (init_latent, INIT_LATENTS),
-        "sdedit_start_rounding": (sdedit_start_rounding, ("official", "exact")),
-        "sdedit_noise": (sdedit_noise, SDEDIT_NOISE),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"method.{key} must be one of {list(allowed)}, got {value!r}.")
-    if int(batch_size) < 1:
-        raise ConfigError(f"method.batch_size must be >= 1 (frames per keyframe), got {batch_size}.")
-    for key, value in (("pnp_attn_t", pnp_attn_t), ("pnp_f_t", pnp_f_t)):
-        if not 0.0 <= float(value) <= 1.0:
-            raise ConfigError(f"method.{key} is a fraction of the steps and must be in [0, 1], got {value}.")
-    if not 0.0 < float(sdedit_start) <= 1.0:
-        raise ConfigError(
-            f"method.sdedit_start must be in (0, 1] (noise level to start from), got {sdedit_start}."
-        )
-    if nn_chunk_size is not None and int(nn_chunk_size) < 1:
-        raise ConfigError(f"method.nn_chunk_size must be >= 1 or null (no chunking), got {nn_chunk_size}.")
-    if keyframe_window is not None and int(keyframe_window) < 0:
-        raise ConfigError(
-            f"method.keyframe_window must be >= 0 or null (all keyframes), got {keyframe_window}."
-        )
+@dataclass
+class TokenFlowSettings:
+    """TokenFlow's options: the keys of ``configs/method/tokenflow.yaml`` (defaults: the official
+    ``config_pnp.yaml``), given once here, taken by :class:`TokenFlowPipeline` and inherited by
+    :class:`~videoedit.methods.tokenflow.TokenFlowMethod`.
+
+    Attributes:
+        variant: ``"pnp"`` (PnP injection, ``run_tokenflow_pnp.py``) or ``"sdedit"`` (no injection; starts at
+            ``sdedit_start``, ``run_tokenflow_sdedit.py``).
+        batch_size: frames per batch, one keyframe each (official 8).
+        pnp_attn_t, pnp_f_t: fractions of the steps with q/k and conv injection (official 0.5, 0.8).
+        keyframe_sampling: ``"random"`` (official, re-drawn every step from the generator) or ``"even"``.
+        blend: ``"official"`` (own + previous batch's keyframe, sigmoid weight) or ``"paper"``
+            (see :mod:`videoedit.attention.tokenflow`).
+        init_latent: ``"official"`` (re-noised estimate) or ``"inverted"`` (the inverted latent, pnp-diffusers).
+        sdedit_start, sdedit_start_rounding, sdedit_noise: SDEdit's start level (official 0.9), its slicing
+            (``"official"``: 44 steps from 861 for 0.9; ``"exact"``: 45 from 881) and its noise (``"ddim"``: the
+            inverted noise; ``"random"``: one random map shared by all frames).
+        nn_chunk_size: query tokens per nearest-neighbour block (``None``: all at once, official).
+        keyframe_window: keyframes each keyframe attends to on either side (``None``: all, official).
+        offload_keyframe_cache: keep the keyframe caches on the CPU (CUDA only; no-op on the CPU).
+    """
+
+    variant: str = "pnp"
+    batch_size: int = 8
+    pnp_attn_t: float = 0.5
+    pnp_f_t: float = 0.8
+    keyframe_sampling: str = "random"
+    blend: str = "official"
+    init_latent: str = "official"
+    sdedit_start: float = 0.9
+    sdedit_start_rounding: str = "official"
+    sdedit_noise: str = "ddim"
+    nn_chunk_size: int | None = 4096
+    keyframe_window: int | None = None
+    offload_keyframe_cache: bool = False
+
+    def __post_init__(self) -> None:
+        """Raise :class:`ConfigError` (naming the ``method.<key>``) on any invalid option."""
+        choices = {
+            "variant": VARIANTS,
+            "keyframe_sampling": KEYFRAME_SAMPLING,
+            "blend": BLEND_MODES,
+            "init_latent": INIT_LATENTS,
+            "sdedit_start_rounding": ("official", "exact"),
+            "sdedit_noise": SDEDIT_NOISE,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"method.{key} must be one of {list(allowed)}, got {getattr(self, key)!r}.")
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"method.batch_size must be >= 1 (frames per keyframe), got {self.batch_size}.")
+        for key in ("pnp_attn_t", "pnp_f_t"):
+            if not 0.0 <= float(getattr(self, key)) <= 1.0:
+                raise ConfigError(
+                    f"method.{key} is a fraction of the steps and must be in [0, 1], got {getattr(self, key)}."
+                )
+        if not 0.0 < float(self.sdedit_start) <= 1.0:
+            raise ConfigError(
+                f"method.sdedit_start must be in (0, 1] (noise level to start from), got {self.sdedit_start}."
+            )
+        if self.nn_chunk_size is not None and int(self.nn_chunk_size) < 1:
+            raise ConfigError(
+                f"method.nn_chunk_size must be >= 1 or null (no chunking), got {self.nn_chunk_size}."
+            )
+        if self.keyframe_window is not None and int(self.keyframe_window) < 0:
+            raise ConfigError(
+                f"method.keyframe_window must be >= 0 or null (all keyframes), got {self.keyframe_window}."
+            )
+
+    def options(self) -> dict:
+        """The settings as a plain dict (for ``metrics.json``)."""
+        return {f: getattr(self, f) for f in TokenFlowSettings.__dataclass_fields__}
 
 
 def tokenflow_timesteps(
@@ -224,19 +256,7 @@ class TokenFlowPipeline(VideoEditPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float = 7.5,
         controlnet_conditioning_scale: float = 1.0,
-        variant: str = "pnp",
-        batch_size: int = 8,
-        pnp_attn_t: float = 0.5,
-        pnp_f_t: float = 0.8,
-        keyframe_sampling: str = "random",
-        blend: str = "official",
-        init_latent: str = "official",
-        sdedit_start: float = 0.9,
-        sdedit_start_rounding: str = "official",
-        sdedit_noise: str = "ddim",
-        nn_chunk_size: int | None = 4096,
-        keyframe_window: int | None = None,
-        offload_keyframe_cache: bool = False,
+        settings: TokenFlowSettings | None = None,
         generator: torch.Generator | None = None,
         state: StepState | None = None,
         callback_on_step_end: StepCallback | None = None,
@@ -251,18 +271,7 @@ class TokenFlowPipeline(VideoEditPipeline):
             source_prompt: the source branch's prompt (TokenFlow: the inversion prompt; pnp-diffusers: "").
             negative_prompt: CFG's unconditional prompt (official TokenFlow: :data:`OFFICIAL_NEGATIVE_PROMPT`).
             control: ControlNet maps ``(F, H, W, 3)`` uint8, applied to all three branches.
-            variant: ``"pnp"`` (PnP injection) or ``"sdedit"`` (no injection; starts at ``sdedit_start``).
-            batch_size: frames per batch, one keyframe each (official 8).
-            pnp_attn_t, pnp_f_t: fractions of the steps with q/k and conv injection (official 0.5, 0.8).
-            keyframe_sampling: ``"random"`` (official, from ``generator``) or ``"even"``.
-            blend: ``"official"`` (own + previous batch's keyframe, sigmoid weight) or ``"paper"``.
-            init_latent: ``"official"`` (re-noised estimate) or ``"inverted"`` (the inverted latent).
-            sdedit_start, sdedit_start_rounding, sdedit_noise: SDEdit's start level, its slicing
-                (``"official"``: 44 steps from 861 for 0.9; ``"exact"``: 45 from 881) and its noise
-                (``"ddim"``: the inverted noise; ``"random"``: one random map shared by all frames).
-            nn_chunk_size: query tokens per nearest-neighbour block (``None``: all at once, official).
-            keyframe_window: keyframes each keyframe attends to on either side (``None``: all, official).
-            offload_keyframe_cache: keep the keyframe caches on the CPU (CUDA only; no-op on the CPU).
+            settings: :class:`TokenFlowSettings` (``None``: the official defaults).
             generator: draws the keyframes (and SDEdit's random noise), on its own device (CPU or CUDA).
             state: the step state shared with the processors.
             callback_on_step_end: ``fn(pipe, i, t, {"latents": ...})``; a returned ``"latents"`` replaces them.
@@ -271,14 +280,11 @@ class TokenFlowPipeline(VideoEditPipeline):
         Returns:
             :class:`TokenFlowOutput` (frames ``(F, 3, H, W)`` in [-1, 1] for ``"pt"``).
         """
-        # 1. check inputs (before any work)
-        check_tokenflow_options(
-            variant, batch_size, pnp_attn_t, pnp_f_t, keyframe_sampling, blend, init_latent,
-            sdedit_start, sdedit_start_rounding, sdedit_noise, nn_chunk_size, keyframe_window,
-        )  # fmt: skip
-        self._check_layers(variant)
+        # 1. check inputs (before any work; the settings checked themselves when built)
+        s = settings or TokenFlowSettings()
+        self._check_layers(s.variant)
         timesteps = tokenflow_timesteps(
-            self.scheduler, num_inference_steps, variant, sdedit_start, sdedit_start_rounding
+            self.scheduler, num_inference_steps, s.variant, s.sdedit_start, s.sdedit_start_rounding
         )
         missing = [t for t in timesteps if t not in inversion.latents]
         if missing:
@@ -292,31 +298,31 @@ class TokenFlowPipeline(VideoEditPipeline):
         if control is not None and control.shape[0] != num_frames:
             raise ConfigError(f"{control.shape[0]} control maps for {num_frames} frames: give one per frame.")
         state = state or StepState()
-        device, dtype = self.device, self.unet.dtype
+        device, dtype = self._execution_device, self.unet.dtype
 
         # 2. encode the prompts: one row per branch [source | uncond | cond]
         text = self.encode_prompt([source_prompt, negative_prompt, prompt])
 
         # 3. prepare the starting latents
         noise = None
-        if variant == "sdedit" and sdedit_noise == "random":
+        if s.variant == "sdedit" and s.sdedit_noise == "random":
             # drawn on the generator's device (a CUDA generator cannot draw on the CPU), kept on the CPU
             shape = (1, *inversion.source_latents.shape[1:])
             noise = torch.randn(
                 shape, generator=generator, device=None if generator is None else generator.device
             ).cpu()
-        latents = self.initial_latents(inversion, timesteps[0], init_latent, noise).to(device, dtype)
+        latents = self.initial_latents(inversion, timesteps[0], s.init_latent, noise).to(device, dtype)
 
         # 4. the call's store, processors and hook
         full = sampling_timesteps(self.scheduler, num_inference_steps)
-        pnp = variant == "pnp"
+        pnp = s.variant == "pnp"
         store = KeyframeStore(
             state,
-            qk_timesteps=injection_timesteps(full, pnp_attn_t) if pnp else (),
-            conv_timesteps=injection_timesteps(full, pnp_f_t) if pnp else (),
-            nn_chunk_size=nn_chunk_size,
-            keyframe_window=keyframe_window,
-            cache_device="cpu" if offload_keyframe_cache and torch.device(device).type == "cuda" else None,
+            qk_timesteps=injection_timesteps(full, s.pnp_attn_t) if pnp else (),
+            conv_timesteps=injection_timesteps(full, s.pnp_f_t) if pnp else (),
+            nn_chunk_size=s.nn_chunk_size,
+            keyframe_window=s.keyframe_window,
+            cache_device="cpu" if s.offload_keyframe_cache and torch.device(device).type == "cuda" else None,
         )
         qk_layers = set(PNP_ATTENTION_LAYERS) if pnp else set()
         processors = {
@@ -324,7 +330,7 @@ class TokenFlowPipeline(VideoEditPipeline):
             for name in attention_layer_names(self.unet, "attn1")
         }
         hooks = {PNP_CONV_LAYER: PnPConvInjection(store)} if pnp else {}
-        batches = frame_batches(num_frames, batch_size)
+        batches = frame_batches(num_frames, s.batch_size)
         history: list[list[int]] = []
         cache_bytes = 0
 
@@ -334,7 +340,7 @@ class TokenFlowPipeline(VideoEditPipeline):
                 for i, t in enumerate(self.progress_bar(timesteps)):
                     state.update(phase="sample", step_index=i, timestep=t, num_steps=len(timesteps))
                     source_t = inversion.at(t)
-                    keyframes = batch_keyframes(num_frames, batch_size, keyframe_sampling, generator)
+                    keyframes = batch_keyframes(num_frames, s.batch_size, s.keyframe_sampling, generator)
                     history.append(keyframes)
                     args = (t, text, guidance_scale, control, controlnet_conditioning_scale)
                     self._pass(
@@ -344,7 +350,7 @@ class TokenFlowPipeline(VideoEditPipeline):
                     cache_bytes = max(cache_bytes, store.nbytes())
                     new_latents = torch.empty_like(latents)
                     for b, frames in enumerate(batches):
-                        plan = propagation_plan(b, batches, keyframes, blend)
+                        plan = propagation_plan(b, batches, keyframes, s.blend)
                         ids = list(frames)
                         eps = self._pass(
                             store,

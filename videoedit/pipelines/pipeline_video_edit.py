@@ -28,7 +28,7 @@ from videoedit.inversion.ddim import (
     sampling_timesteps,
 )
 from videoedit.io.transforms import check_divisible, tensor_to_frames
-from videoedit.models.components import Components
+from videoedit.models.components import StableDiffusionComponents
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class VideoEditPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_components(cls, components: Components) -> VideoEditPipeline:
+    def from_components(cls, components: StableDiffusionComponents) -> VideoEditPipeline:
         return cls(
             vae=components.vae,
             text_encoder=components.text_encoder,
@@ -177,7 +177,7 @@ class VideoEditPipeline(DiffusionPipeline):
         for p, ids in zip(prompts, full):
             if len(ids) > self.tokenizer.model_max_length:
                 logger.warning("prompt truncated to %d tokens: %r", self.tokenizer.model_max_length, p)
-        return self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return self.text_encoder(tokens.input_ids.to(self._execution_device))[0]
 
     @torch.no_grad()
     def encode_frames(
@@ -194,7 +194,7 @@ class VideoEditPipeline(DiffusionPipeline):
         """
         out = []
         for chunk in frames.split(chunk_size):
-            dist = self.vae.encode(chunk.to(self.device, self.vae.dtype)).latent_dist
+            dist = self.vae.encode(chunk.to(self._execution_device, self.vae.dtype)).latent_dist
             out.append(dist.sample(generator) if sample else dist.mode())
         return torch.cat(out) * self.vae.config.scaling_factor
 
@@ -203,7 +203,7 @@ class VideoEditPipeline(DiffusionPipeline):
         """Frames ``(F, 3, H, W)`` in [-1, 1] from latents ``(F, 4, h, w)``."""
         out = []
         for chunk in latents.split(chunk_size):
-            x = chunk.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor
+            x = chunk.to(self._execution_device, self.vae.dtype) / self.vae.config.scaling_factor
             out.append(self.vae.decode(x, return_dict=False)[0].float().clamp(-1, 1))
         return torch.cat(out)
 
@@ -213,7 +213,7 @@ class VideoEditPipeline(DiffusionPipeline):
             return None
         if isinstance(control, np.ndarray):
             control = torch.from_numpy(control).permute(0, 3, 1, 2).float() / 255.0
-        return control.to(self.device, self.controlnet.dtype)
+        return control.to(self._execution_device, self.controlnet.dtype)
 
     # ---------------------------------------------------------------- noise prediction
     def predict_noise(
@@ -382,7 +382,7 @@ class VideoEditPipeline(DiffusionPipeline):
         )
         if final_feature_pass:
             top = max(latents)
-            predict(latents[top].to(self.device, z0.dtype), top)
+            predict(latents[top].to(self._execution_device, z0.dtype), top)
         progress.close()
         self.scheduler.set_timesteps(num_inference_steps)
         return InversionOutput(latents=latents, source_latents=source_latents.cpu())
@@ -429,6 +429,76 @@ class VideoEditPipeline(DiffusionPipeline):
                 if update and "latents" in update:
                     latents = update["latents"]
         return latents
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        inversion: InversionOutput,
+        prompt: str = "",
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        control: np.ndarray | torch.Tensor | None = None,
+        controlnet_conditioning_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Frames ``(F, 3, H, W)`` in [-1, 1] sampled back from ``inversion``'s noisiest editing latent with the
+        inversion's own prompt and guidance (how faithful the inversion is, before any edit)."""
+        timesteps = sampling_timesteps(self.scheduler, num_inference_steps)
+        embeddings = GuidanceEmbeddings(uncond=self.encode_prompt([""]), cond=self.encode_prompt([prompt]))
+        latents = inversion.at(timesteps[0]).to(self._execution_device, self.unet.dtype)
+        latents = self.denoise(
+            latents,
+            timesteps,
+            embeddings,
+            guidance_scale,
+            self.prepare_control(control),
+            controlnet_conditioning_scale,
+        )
+        return self.decode_latents(latents).cpu()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompt: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        negative_prompt: str = "",
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        control: np.ndarray | torch.Tensor | None = None,
+        controlnet_conditioning_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        output_type: str = "pt",
+    ) -> VideoEditOutput:
+        """Plain text-to-image sampling of every frame from noise (DDIM, CFG, ControlNet when given): the
+        backbone's own cost, against which editing methods are normalised.
+
+        Returns:
+            :class:`VideoEditOutput` with ``(F, 3, H, W)`` frames in [-1, 1] for ``"pt"``.
+        """
+        self.check_frame_size(height, width)
+        shape = (
+            num_frames,
+            self.unet.config.in_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        noise = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+        latents = noise.to(self._execution_device, self.unet.dtype) * self.scheduler.init_noise_sigma
+        embeddings = GuidanceEmbeddings(
+            uncond=self.encode_prompt([negative_prompt]), cond=self.encode_prompt([prompt])
+        )
+        timesteps = sampling_timesteps(self.scheduler, num_inference_steps)
+        latents = self.denoise(
+            latents,
+            timesteps,
+            embeddings,
+            guidance_scale,
+            self.prepare_control(control),
+            controlnet_conditioning_scale,
+            generator=generator,
+        )
+        return self.finish(latents, output_type)
 
     def make_blend(
         self,

@@ -208,11 +208,11 @@ class VideoGrainPipeline(VideoEditPipeline):
             modulation.mask_downsample,
             modulation.area_threshold,
         )
-        layouts = {f: layout.to(self.device) for f, layout in layouts.items()}
+        layouts = {f: layout.to(self._execution_device) for f, layout in layouts.items()}
 
         # 4. latents, control, blending
         first = schedule[0] if skip_mode == "official" else timesteps[0]
-        latents = inversion.at(first).to(self.device, self.unet.dtype)
+        latents = inversion.at(first).to(self._execution_device, self.unet.dtype)
         control = self.prepare_control(control)
         blend = self.make_blend(masks, inversion, blend_source)
 
