@@ -49,6 +49,14 @@ def tiny_components():
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_wan():
+    """The tiny Wan 2.1 stack (session-scoped: treat as read-only)."""
+    from videoedit.models.wan import build_tiny_wan
+
+    return build_tiny_wan(seed=0, tokenizer_cache_dir=os.environ["VIDEOEDIT_CACHE_ROOT"] + "/tokenizer")
+
+
 @pytest.fixture()
 def compose():
     """``compose(*overrides)`` -> the composed config (``configs/config.yaml``)."""
@@ -69,3 +77,16 @@ FAST = [
     "progress_bar=false",
     "metrics.clip_model=null",
 ]
+
+# The same for the Wan backbone: 5 frames (4k+1) at 64 px; FlowEdit runs 3 of 4 steps.
+WAN_TINY = [
+    "model=wan_tiny",
+    "controlnet=none",
+    "data=two_figures",
+    "data.num_frames=5",
+    "data.height=64",
+    "data.width=64",
+    "progress_bar=false",
+    "metrics.clip_model=null",
+]
+WAN_FAST = [*WAN_TINY, "method=flowedit", "method.num_inference_steps=4", "method.n_max=3"]

@@ -20,9 +20,17 @@ logger = logging.getLogger(__name__)
 
 
 def content_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of ``text`` without the start/end tokens (no padding, no truncation)."""
-    ids = tokenizer(text, padding=False, truncation=False).input_ids
-    return list(ids[1:-1])
+    """Token ids of ``text`` without special tokens (CLIP's start/end, T5's ``</s>``), untruncated."""
+    return list(tokenizer(text, add_special_tokens=False, padding=False, truncation=False).input_ids)
+
+
+def content_offset(tokenizer) -> int:
+    """Where a text's own tokens start when it is encoded with special tokens: 1 for CLIP (after its
+    start token), 0 for T5/UMT5 (no start token)."""
+    probe = content_ids(tokenizer, "a")
+    ids = list(tokenizer("a").input_ids)
+    start = find_token_span(ids, probe, len(ids))
+    return 0 if start is None else start
 
 
 def find_token_span(full_ids: Sequence[int], local_ids: Sequence[int], limit: int = 77) -> int | None:
@@ -46,9 +54,9 @@ class PromptLayout:
     """Where each local prompt sits in the full prompt.
 
     Attributes:
-        spans: per local prompt, ``(start, end)`` token indices in the 77-token full prompt (SOT = 0),
-            or ``None`` (empty local prompt, or not found with ``skip_missing=True``).
-        token_region: ``(77,)`` long: the region index owning each token, ``-1`` for none.
+        spans: per local prompt, ``(start, end)`` token indices in the full prompt's ``L`` tokens (77 for
+            CLIP, where SOT = 0), or ``None`` (empty local prompt, or not found with ``skip_missing=True``).
+        token_region: ``(L,)`` long: the region index owning each token, ``-1`` for none.
     """
 
     spans: list[tuple[int, int] | None]
@@ -56,7 +64,7 @@ class PromptLayout:
 
     @property
     def owned(self) -> torch.Tensor:
-        """``(77,)`` bool: tokens owned by some region."""
+        """``(L,)`` bool: tokens owned by some region."""
         return self.token_region >= 0
 
 
@@ -106,17 +114,21 @@ def locate_local_prompts(
 
 
 def swap_span_embeddings(
-    full_embedding: torch.Tensor, local_embeddings: torch.Tensor, spans: Sequence[tuple[int, int] | None]
+    full_embedding: torch.Tensor,
+    local_embeddings: torch.Tensor,
+    spans: Sequence[tuple[int, int] | None],
+    offset: int = 1,
 ) -> torch.Tensor:
-    """Replace each span of ``full_embedding (1, 77, D)`` by the tokens of its local prompt encoded alone.
+    """Replace each span of ``full_embedding (1, L, D)`` by the tokens of its local prompt encoded alone.
 
-    ``local_embeddings (n, 77, D)``: row ``i`` is local prompt ``i`` encoded on its own; its tokens
-    ``1 .. 1+len`` (after SOT) replace ``full[start:end]``. Returns a new tensor.
+    ``local_embeddings (n, L, D)``: row ``i`` is local prompt ``i`` encoded on its own; its tokens
+    ``offset .. offset+len`` replace ``full[start:end]`` (``offset`` 1 skips CLIP's start token; 0 for UMT5,
+    see :func:`content_offset`). Returns a new tensor.
     """
     out = full_embedding.clone()
     for i, span in enumerate(spans):
         if span is None:
             continue
         start, end = span
-        out[0, start:end] = local_embeddings[i, 1 : 1 + end - start]
+        out[0, start:end] = local_embeddings[i, offset : offset + end - start]
     return out

@@ -54,7 +54,7 @@ class LayerLayout:
     Attributes:
         grid: ``(h, w)`` tokens per frame.
         member: ``(F, N, R)`` bool, region membership of each token (``N = h*w``).
-        cross_mask: ``(F, N, 77)`` bool, cross-attention positives.
+        cross_mask: ``(F, N, L)`` bool, cross-attention positives (``L`` prompt tokens, 77 for CLIP).
         cross_size: ``(F, N)`` float, the per-frame size factor ``reg_sizes_c``.
     """
 
@@ -108,7 +108,7 @@ def build_layer_layouts(
     Args:
         masks: ``(F, R, H, W)`` bool region masks at pixel resolution.
         latent_size: ``(h, w)`` of the latents (factor 1).
-        token_region: ``(77,)`` long, the region owning each prompt token (``-1`` for none).
+        token_region: ``(L,)`` long, the region owning each prompt token (``-1`` for none; L = 77 for CLIP).
         factors: downsample factors to prepare (1, 2, 4, 8 = SD's four UNet levels).
     """
     if masks.shape[1] == 0:
@@ -116,8 +116,6 @@ def build_layer_layouts(
     h0, w0 = latent_size
     # official: masks first reach latent resolution (nearest), then each level downsamples from there
     latent = downsample_regions(masks, (h0, w0), "nearest") if mode == "nearest" else None
-    owner = token_region.clamp_min(0)
-    owned = (token_region >= 0).view(1, 1, -1)
     layouts = {}
     for factor in sorted(set(factors)):
         size = (h0 // factor, w0 // factor)
@@ -125,10 +123,24 @@ def build_layer_layouts(
             level = downsample_regions(latent, size, "nearest")
         else:  # pool from pixel resolution so coverage fractions are exact
             level = downsample_regions(masks, size, mode, area_threshold)
-        member = level.flatten(2).transpose(1, 2)  # (F, N, R)
-        n = member.shape[1]
-        cross_mask = member[:, :, owner] & owned  # (F, N, 77)
-        frame_area = member.float().sum(1)  # (F, R)
-        cross_size = 1.0 - torch.einsum("fnr,fr->fn", member.float(), frame_area) / n
-        layouts[factor] = LayerLayout(grid=size, member=member, cross_mask=cross_mask, cross_size=cross_size)
+        layouts[factor] = layout_from_token_masks(level, token_region)
     return layouts
+
+
+def layout_from_token_masks(level: torch.Tensor, token_region: torch.Tensor) -> LayerLayout:
+    """The :class:`LayerLayout` of region masks already on a token grid.
+
+    Args:
+        level: ``(F, R, h, w)`` bool region membership of every token of every frame.
+        token_region: ``(L,)`` long, the region owning each prompt token (``-1`` for none).
+    """
+    owner = token_region.clamp_min(0)
+    owned = (token_region >= 0).view(1, 1, -1)
+    member = level.flatten(2).transpose(1, 2)  # (F, N, R)
+    n = member.shape[1]
+    cross_mask = member[:, :, owner] & owned  # (F, N, L)
+    frame_area = member.float().sum(1)  # (F, R)
+    cross_size = 1.0 - torch.einsum("fnr,fr->fn", member.float(), frame_area) / n
+    return LayerLayout(
+        grid=tuple(level.shape[-2:]), member=member, cross_mask=cross_mask, cross_size=cross_size
+    )
