@@ -103,10 +103,14 @@ def test_an_interrupted_run_never_looks_finished(compose, tmp_path, cache_root, 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
+    metrics = (root / "metrics.json").read_bytes()
     monkeypatch.setattr(DDIMMethod, "edit", crash)
     with pytest.raises(KeyboardInterrupt):
         edit(compose(*FAST, "force=true"), root)
     assert not RunDirectory.is_complete(root)
+    # the killed run wrote only into .incomplete/ (cleared by the next run), never beside the old tree
+    assert (root / ".incomplete" / "source_video.mp4").is_file()
+    assert (root / "metrics.json").read_bytes() == metrics
 
 
 def test_run_two_man_with_shared_masks(compose, tmp_path, cache_root, shared_data):
