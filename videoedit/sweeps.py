@@ -3,8 +3,9 @@
 **Resume.** A run folder that already holds a finished run of the same config is skipped
 (``force=true`` recomputes it). A run is finished when its ``COMPLETE`` marker exists (written last by
 ``edit()``) and every file its ``MANIFEST.json`` lists is there with its recorded size and SHA-256
-(:meth:`RunDirectory.verify`); a job whose files are missing or changed is run again, not skipped. Run folders are named by the launch's ``run_id`` (a timestamp), so resuming an interrupted
-sweep means running the same sweep again **into the same folder**::
+(:meth:`RunDirectory.verify`); a job whose files are missing or changed is run again, not skipped. Run
+folders are named by the launch's ``run_id`` (a timestamp), so resuming an interrupted sweep means
+running the same sweep again **into the same folder**::
 
     VIDEOEDIT_RUN_ID=<run_id of the interrupted sweep> python run.py -m <the same overrides>
     python run.py -m <the same overrides> hydra.sweep.dir=outputs/<experiment>/multirun/<run_id>
