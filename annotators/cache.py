@@ -5,8 +5,9 @@ across runs and sweeps. The key digests the frames' bytes and shape, the clip in
 output and every setting that determines it (``Annotator.settings()``, prompts, propagation options).
 
 Entries are safetensors files ``<root>/<key[:2]>/<key>.safetensors`` written atomically, with the key,
-the format and the array's shape/dtype in the metadata. On load they are validated; a corrupt or
-mismatching entry is discarded with a warning and recomputed, never used.
+the format and the SHA-256 of the array's content (dtype, shape, bytes) in the metadata. On load they are
+validated (key, format, checksum, shape, dtype); a corrupt or mismatching entry (e.g. bytes changed on disk
+with the shape intact) is discarded with a warning and recomputed, never used.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class AnnotationCache:
             if meta.get("key") != key or meta.get("format") != CACHE_FORMAT:
                 raise ValueError(f"metadata key/format {meta.get('key')}/{meta.get('format')} do not match")
             array = load_file(str(path))["data"]
+            if "sha256" not in meta:
+                raise ValueError("no content checksum (written by an older version)")
+            if array_digest(array) != meta["sha256"]:
+                raise ValueError("checksum mismatch: the content changed on disk")
             if shape is not None and tuple(array.shape) != tuple(shape):
                 raise ValueError(f"shape {tuple(array.shape)} != expected {tuple(shape)}")
             if dtype is not None and array.dtype != np.dtype(dtype):
@@ -92,11 +97,12 @@ class AnnotationCache:
 
     def save(self, key: str, array: np.ndarray, info: Mapping[str, Any] | None = None) -> Path:
         """Write ``array`` under ``key`` atomically."""
-        meta = {"key": key, "format": CACHE_FORMAT, "info": dict(info or {})}
+        array = np.ascontiguousarray(array)
+        meta = {"key": key, "format": CACHE_FORMAT, "sha256": array_digest(array), "info": dict(info or {})}
         path = self.path(key)
         with atomic_path(path) as tmp:
             save_file(
-                {"data": np.ascontiguousarray(array)},
+                {"data": array},
                 str(tmp),
                 metadata={"videoedit": json.dumps(meta, default=str)},
             )

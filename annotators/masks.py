@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
-import os
-import tempfile
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +45,14 @@ from annotators.propagation import FlowMaskPropagator, Sam2VideoPropagator
 from annotators.sam import SamSegmenter, grabcut_segment
 from videoedit.data.source import SourceVideo, VideoClip
 from videoedit.errors import ConfigError, MaskError, VideoEditError
-from videoedit.io.atomic import write_text
+from videoedit.io.atomic import write_json
+from videoedit.io.manifest import build_manifest, verify_manifest
 from videoedit.io.masks import write_masks
 from videoedit.io.transforms import ResizeSpec
 from videoedit.io.video import count_frames, read_video
 from videoedit.io.visualize import overlay_masks
 from videoedit.io.writers import write_mp4
+from videoedit.paths import default_cache_root, temporary_directory
 
 logger = logging.getLogger(__name__)
 
@@ -311,10 +313,16 @@ class VideoMaskBuilder:
 # ------------------------------------------------------------------------------- as a data source
 
 
-def default_cache_root() -> Path:
-    """``$VIDEOEDIT_CACHE_ROOT`` or ``~/.cache/videoedit`` (as ``configs/paths/default.yaml``)."""
-    root = os.environ.get("VIDEOEDIT_CACHE_ROOT")
-    return Path(root) if root else Path.home() / ".cache" / "videoedit"
+def _layout_problems(folder: Path) -> list[str]:
+    """Problems of a cached mask layout folder against the manifest in its ``COMPLETE`` marker."""
+    marker = folder / "COMPLETE"
+    if not marker.is_file():
+        return ["not written yet"]
+    try:
+        manifest = json.loads(marker.read_text(encoding="utf-8"))
+    except ValueError:
+        manifest = None
+    return verify_manifest(folder, manifest)
 
 
 class PromptedVideoClip(VideoClip):
@@ -372,7 +380,7 @@ class PromptedVideoClip(VideoClip):
         total = count_frames(self.path)
         if not self.cache:  # built every time; written to a temporary folder only to be read back
             layout = self.mask_builder.build(video.frames, video.indices, total, None)
-            with tempfile.TemporaryDirectory(prefix="videoedit-masks-") as tmp:
+            with temporary_directory("masks-", self.cache_root) as tmp:
                 folder = Path(tmp)
                 write_mask_layout(
                     folder, video.frames, layout.masks, layout.regions, video.indices, overlay=False
@@ -386,9 +394,15 @@ class PromptedVideoClip(VideoClip):
         cache = AnnotationCache(self.cache_root / "annotations")
         layout = self.mask_builder.build(video.frames, video.indices, total, cache)
         folder = self.cache_root / "annotations" / "layouts" / layout.key
-        if not (folder / "COMPLETE").is_file():
+        problems = _layout_problems(folder)
+        if problems:  # missing, cut short, or changed on disk: (re)written from the masks
+            if (folder / "COMPLETE").is_file():
+                logger.warning("rewriting the cached mask layout %s: %s", folder, "; ".join(problems[:3]))
+            shutil.rmtree(folder, ignore_errors=True)
             write_mask_layout(folder, video.frames, layout.masks, layout.regions, video.indices, video.fps)
-            write_text(folder / "COMPLETE", "ok\n")  # written last: a partial folder is rewritten
+            write_json(
+                folder / "COMPLETE", build_manifest(folder)
+            )  # written last, with every file's checksum
         logger.info(
             "masks: %s from prompts (cache %s) in %s",
             layout.regions,

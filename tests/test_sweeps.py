@@ -133,6 +133,7 @@ def test_a_resumed_run_recomputes_metrics_made_with_other_settings(sweep, tmp_pa
     for scores in metrics["quality"]["edits"].values():
         scores["warp_error"] = 1234.0
     (job / "metrics.json").write_text(json.dumps(metrics))
+    RunDirectory(job).update_manifest(["metrics.json"])  # as the run itself would have recorded them
     refreshed = finished_run(compose_config(cfg), job)
     assert refreshed["quality"]["settings"]["flow"]["backend"] == "dis"
     on_disk = json.loads((job / "metrics.json").read_text())
@@ -168,6 +169,23 @@ def test_force_redoes_a_finished_run(sweep, tmp_path):
     forced = edit(compose_config([*cfg, "force=true"]), job)
     assert not forced.skipped and sorted(forced.edits) == ["edit0_seed0", "edit0_seed1"]
     assert (job / "COMPLETE").read_text() != marker
+
+
+def test_a_finished_job_whose_files_changed_is_redone_not_skipped(sweep, tmp_path, caplog):
+    from tests.corruption import flip_byte
+
+    job = tmp_path / "job"
+    shutil.copytree(sweep.folder / "0", job)
+    cfg = compose_config([*TINY, "method.guidance_scale=5"])
+    assert RunDirectory(job).verify() == []  # the sweep wrote a manifest with COMPLETE
+    flip_byte(job / "sample" / "edit0_seed1" / "00002.png", 60)
+    assert finished_run(cfg, job) is None
+    assert "sample/edit0_seed1/00002.png was changed" in caplog.text and "running it again" in caplog.text
+    redone = edit(cfg, job)
+    assert not redone.skipped and sorted(redone.edits) == ["edit0_seed0", "edit0_seed1"]
+    assert RunDirectory(job).verify() == [] and edit(cfg, job).skipped
+    (job / "sample" / "edit0_seed0.mp4").unlink()  # a listed file missing: not finished either
+    assert finished_run(cfg, job) is None
 
 
 def test_the_slurm_launcher_config_composes_into_a_valid_sbatch_script(tmp_path, monkeypatch):

@@ -55,6 +55,7 @@ from videoedit.metrics.run_facts import (
     reset_peak_memory,
 )
 from videoedit.sweeps import SingleProcess, finished_run, launch_rank
+from videoedit.validation import check_config, check_node
 
 logger = logging.getLogger("videoedit")
 
@@ -70,7 +71,10 @@ class RunResult:
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that re-raises our own errors unwrapped and names the config group."""
+    """``hydra.utils.instantiate`` after checking the node against its target's signature and types
+    (:func:`~videoedit.validation.check_node`: every bad value named by its full key); re-raises our own
+    errors unwrapped and names the config group."""
+    check_node(node, what)
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
@@ -188,6 +192,7 @@ def edit(cfg: DictConfig, output_dir: str | Path, alone: bool = False) -> RunRes
         A folder that already holds a finished run of the same config is skipped unless ``force=true``
         (``videoedit/sweeps.py``).
     """
+    check_config(cfg)  # top-level settings and the metrics block, before anything else
     writer = alone or launch_rank()[0] == 0  # the process that may rewrite a finished run's metrics
     if not cfg.get("force", False) and (finished := finished_run(cfg, output_dir, writer)) is not None:
         logger.info("skipping %s: it holds a finished run of this config (force=true to redo it)", output_dir)

@@ -45,3 +45,11 @@ class ModelLoadError(VideoEditError, OSError):
 
 class CacheError(VideoEditError):
     """An on-disk cache entry is corrupt or does not match its key."""
+
+
+class NumericalError(VideoEditError, FloatingPointError):
+    """A tensor of the run (latents, noise prediction, decoded frames) became NaN or infinite.
+
+    Raised at the step where it happens (``videoedit.numerics.check_finite``), so that a diverged run stops
+    there instead of finishing with black frames and a ``COMPLETE`` marker.
+    """

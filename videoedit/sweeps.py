@@ -2,8 +2,10 @@
 
 **Resume.** A run folder that already holds a finished run of the same config is skipped
 (``force=true`` recomputes it). A run is finished when its ``COMPLETE`` marker exists (written last by
-``edit()``). Run folders are named by the launch's ``run_id`` (a timestamp), so resuming an interrupted
-sweep means running the same sweep again **into the same folder**::
+``edit()``) and every file its ``MANIFEST.json`` lists is there with its recorded size and SHA-256
+(:meth:`RunDirectory.verify`); a job whose files are missing or changed is run again, not skipped. Run
+folders are named by the launch's ``run_id`` (a timestamp), so resuming an interrupted sweep means
+running the same sweep again **into the same folder**::
 
     VIDEOEDIT_RUN_ID=<run_id of the interrupted sweep> python run.py -m <the same overrides>
     python run.py -m <the same overrides> hydra.sweep.dir=outputs/<experiment>/multirun/<run_id>
@@ -162,7 +164,8 @@ def refresh_quality(cfg: DictConfig, run: RunDirectory, metrics: dict[str, Any])
 
 
 def finished_run(cfg: DictConfig, output_dir: str | Path, refresh: bool = True) -> dict[str, Any] | None:
-    """The ``metrics.json`` of a finished run of this config in ``output_dir``, or ``None`` to run.
+    """The ``metrics.json`` of a finished run of this config in ``output_dir``, or ``None`` to run (no
+    finished run there, or one whose files do not match its manifest: it is run again).
 
     With ``refresh`` (the one process that writes), quality metrics computed with other metric settings
     than ``cfg.metrics`` are recomputed first (:func:`refresh_quality`).
@@ -184,6 +187,15 @@ def finished_run(cfg: DictConfig, output_dir: str | Path, refresh: bool = True) 
             f"{run.root} already holds a finished run of another config ({shown}). Use force=true to "
             "overwrite it, or run into a new folder (a new VIDEOEDIT_RUN_ID / hydra.sweep.dir)."
         )
+    problems = run.verify()
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; ... ({len(problems)} in all)" if len(problems) > 3 else "")
+        logger.warning(
+            "%s is marked complete but its files do not match its manifest (%s): running it again",
+            run.root,
+            shown,
+        )
+        return None
     metrics = json.loads(run.metrics_path.read_text(encoding="utf-8"))
     return refresh_quality(cfg, run, metrics) if refresh else metrics
 

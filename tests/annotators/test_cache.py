@@ -131,3 +131,19 @@ def test_annotator_output_is_checked():
 
     with pytest.raises(RuntimeError, match="expected"):
         AnnotationCache("/nonexistent").annotate(Broken(), _frames())
+
+
+def test_changed_bytes_with_an_intact_shape_are_recomputed(tmp_path, caplog):
+    from tests.corruption import corrupt_safetensors
+
+    cache = AnnotationCache(tmp_path)
+    CountingCanny.calls = 0
+    maps, _ = cache.annotate(CountingCanny(), _frames())
+    (path,) = tmp_path.rglob("*.safetensors")
+    corrupt_safetensors(path, "data", offset=100)
+    again, hit = cache.annotate(CountingCanny(), _frames())
+    assert not hit and CountingCanny.calls == 2  # discarded and rebuilt
+    assert "checksum mismatch" in caplog.text
+    np.testing.assert_array_equal(again, maps)
+    _, hit = cache.annotate(CountingCanny(), _frames())
+    assert hit and CountingCanny.calls == 2  # the rebuilt entry is valid

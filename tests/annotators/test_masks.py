@@ -4,11 +4,14 @@ the VideoGrain layout round trip, automatic layouts, the CLI and the ``data=vide
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+import annotators.masks as masks_module
 from annotators.cache import AnnotationCache
 from annotators.layouts import labels_to_masks, sam_automatic_layout
 from annotators.masks import (
@@ -22,6 +25,7 @@ from annotators.masks import (
 from annotators.prompts import RegionPrompts
 from annotators.propagation import FlowMaskPropagator
 from annotators.sam import SamSegmenter, build_sam, grabcut_segment, mask_iou
+from tests.corruption import flip_byte
 from videoedit.errors import MaskError, ModelLoadError
 from videoedit.io.masks import read_masks
 from videoedit.io.writers import write_frames
@@ -383,7 +387,14 @@ def test_prompted_clip_is_a_data_source(compose, tmp_path):
     assert isinstance(clip, PromptedVideoClip)
     source = clip.load()
     assert source.regions == ["disc", "bg"] and tuple(source.masks.shape) == (4, 2, 64, 64)
-    assert list((tmp_path / "cache" / "annotations" / "layouts").iterdir())
+    (layout,) = (tmp_path / "cache" / "annotations" / "layouts").iterdir()
+    # the layout folder is checked against the manifest in its COMPLETE marker: a changed file is rewritten
+    png = layout / "disc" / "00002.png"
+    original = png.read_bytes()
+    flip_byte(png, len(original) // 2)
+    again = clip.load()
+    assert png.read_bytes() == original
+    np.testing.assert_array_equal(again.masks.numpy(), source.masks.numpy())
     with pytest.raises(MaskError, match=r"Unknown region\(s\) \['cat'\]"):
         build(compose(*overrides, "data.regions=[cat]").data, "data")
 
@@ -415,11 +426,22 @@ def test_cache_annotations_false_builds_masks_without_the_cache(compose, tmp_pat
         return real_build(self, frames, indices, total_frames, cache)
 
     monkeypatch.setattr(VideoMaskBuilder, "build", spy)
+    folders = []
+    real_write = masks_module.write_mask_layout
+
+    def spy_write(folder, *args, **kwargs):
+        folders.append(Path(folder))
+        return real_write(folder, *args, **kwargs)
+
+    monkeypatch.setattr(masks_module, "write_mask_layout", spy_write)
     first, second = clip.load(), clip.load()
+    assert len(folders) == 2 and all(f.parent == tmp_path / "cache" / "tmp" for f in folders)
     assert calls == [None, None]  # no cache handed to the builder: built both times
     assert first.regions == ["disc", "bg"] and tuple(first.masks.shape) == (3, 2, 64, 64)
     np.testing.assert_array_equal(first.masks.numpy(), second.masks.numpy())
-    assert not (tmp_path / "cache").exists()  # nothing read from or written to the cache
+    # nothing read from or kept in the cache; the masks' scratch folder lived under <cache_root>/tmp
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tmp"]
     assert build(compose(*overrides[:-1]).data, "data").cache is True  # the default: cached
 
 

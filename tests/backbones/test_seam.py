@@ -79,7 +79,9 @@ def test_acceleration_switches(tiny_components, caplog):
         assert "needs CUDA: ignored" in caplog.text
     finally:
         tiny_components.vae.disable_slicing()
-    with pytest.raises(ConfigError, match=r"model\.acceleration\.cpu_offload must be none, model or sequential"):
+    with pytest.raises(
+        ConfigError, match=r"model\.acceleration\.cpu_offload must be none, model or sequential"
+    ):
         Acceleration(cpu_offload="all")
     with pytest.raises(ConfigError, match=r"Bad model\.acceleration settings"):
         TinyWan(acceleration={"slicing": True})

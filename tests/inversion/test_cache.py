@@ -60,3 +60,34 @@ def test_invalid_entries_are_discarded(tmp_path):
     bad.latents[21][0, 0, 0, 0] = float("nan")
     cache.save("f" * 32, bad)
     assert cache.load("f" * 32, [1, 21], (2, 4, 4, 4)) is None
+
+
+def test_changed_tensor_bytes_with_intact_shapes_are_detected(tmp_path, caplog):
+    from tests.corruption import corrupt_safetensors
+
+    cache = InversionCache(tmp_path)
+    for name in ("latents.21", "source_latents", "extra.feat"):
+        path = cache.save("a" * 32, _output())
+        assert corrupt_safetensors(path, name, offset=5) == name
+        caplog.clear()
+        assert cache.load("a" * 32, [1, 21], (2, 4, 4, 4)) is None  # still loadable, shapes intact
+        assert f"checksum mismatch in '{name}'" in caplog.text and "discarding" in caplog.text
+        assert not path.exists()  # discarded: the next run recomputes and stores it again
+    # the checksum covers the content only: an identical save loads
+    cache.save("a" * 32, _output())
+    assert cache.load("a" * 32, [1, 21], (2, 4, 4, 4)) is not None
+
+
+def test_entries_without_checksums_are_rebuilt(tmp_path, caplog):
+    import json
+
+    from safetensors.torch import save_file
+
+    cache = InversionCache(tmp_path)
+    out = _output()
+    tensors = {f"latents.{t}": x for t, x in out.latents.items()} | {"source_latents": out.source_latents}
+    meta = {"key": "a" * 32, "format": 1, "timesteps": [1, 21], "extras": []}  # an older version's entry
+    cache.path("a" * 32).parent.mkdir(parents=True)
+    save_file(tensors, str(cache.path("a" * 32)), metadata={"videoedit": json.dumps(meta)})
+    assert cache.load("a" * 32, [1, 21], (2, 4, 4, 4)) is None
+    assert "no content checksums" in caplog.text

@@ -166,3 +166,30 @@ def test_backward_dis_flow_brings_the_previous_frame_closer(shared_data, clip):
     with_flow = photometric_error(frames[1:], frames[:-1], flows)
     without = photometric_error(frames[1:], frames[:-1], torch.zeros_like(flows))
     assert (with_flow < without).all(), (with_flow, without)
+
+
+def test_flow_cache_rebuilds_entries_whose_bytes_changed(tmp_path, caplog):
+    from tests.corruption import corrupt_safetensors
+
+    class Counting(DISFlow):
+        calls = 0
+
+        def __call__(self, *args, **kwargs):
+            type(self).calls += 1
+            return super().__call__(*args, **kwargs)
+
+    frames = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    cache = FlowCache(tmp_path)
+    first = cache.flows(frames, Counting("fast"))
+    (path,) = tmp_path.glob("*.safetensors")
+    corrupt_safetensors(path, "flows", offset=17)
+    again = cache.flows(frames, Counting("fast"))
+    assert Counting.calls == 2 and "checksum mismatch" in caplog.text  # discarded, recomputed, stored
+    torch.testing.assert_close(again, first)
+    torch.testing.assert_close(cache.flows(frames, Counting("fast")), first)
+    assert Counting.calls == 2  # the rebuilt entry is a hit
+    # an entry of another shape under this key (e.g. written for other frames) is not used either
+    key = cache.key(frames, Counting("fast"), "forward")
+    cache.save(key, torch.zeros(1, 2, 32, 32))
+    torch.testing.assert_close(cache.flows(frames, Counting("fast")), first)
+    assert Counting.calls == 3 and "shape (1, 2, 32, 32) != expected (2, 2, 32, 32)" in caplog.text

@@ -281,3 +281,25 @@ def test_method_schedule_and_option_errors():
         TokenFlowMethod(variant="ddpm")
     with pytest.raises(ConfigError, match=r"Bad method\.inversion settings"):
         TokenFlowMethod(inversion={"steps": 5})
+
+
+def test_non_finite_latents_stop_the_edit_at_their_step(pipe, inversion, monkeypatch):
+    from videoedit.errors import NumericalError
+
+    real_step, calls = pipe.scheduler.step, []
+
+    def overflowing_step(eps, t, latents, **kwargs):  # the second step overflows (as fp16 can)
+        calls.append(int(t))
+        out = real_step(eps, t, latents, **kwargs)
+        if len({*calls}) == 2:
+            out[0][0, 0, 0, 0] = float("inf")
+        return out
+
+    monkeypatch.setattr(pipe.scheduler, "step", overflowing_step)
+    timesteps = sampling_timesteps(pipe.scheduler, STEPS)
+    with pytest.raises(
+        NumericalError,
+        match=rf"latents became non-finite at sampling step 2/{STEPS} \(t={timesteps[1]}\): 0 NaN and 2 infinite",  # one per batch
+    ):
+        _edit(pipe, inversion)
+    assert len({*calls}) == 2  # stopped at that step, not after the last one

@@ -4,9 +4,10 @@ A sweep over editing settings (guidance, modulation strength, seeds...) inverts 
 the frames, the model weights, the control maps, the source prompt, the schedules, the inversion
 guidance, the attention used during inversion and the dtype, and nothing that only affects editing.
 
-Entries are safetensors files written atomically (temporary file + rename) with their key and layout
-in the metadata. On load they are validated (key, format, timesteps, shapes, finite values); a corrupt
-or mismatching entry is discarded with a warning and recomputed, never used.
+Entries are safetensors files written atomically (temporary file + rename) with their key, layout and
+the SHA-256 of every tensor's content in the metadata. On load they are validated (key, format,
+timesteps, shapes, checksums, finite values); a corrupt or mismatching entry (e.g. bytes changed on disk
+with the shapes intact) is discarded with a warning and recomputed, never used.
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ class InversionCache:
     def load(
         self, key: str, expected_timesteps: list[int], latent_shape: tuple[int, ...]
     ) -> InversionOutput | None:
-        """The cached inversion for ``key``, or ``None`` (missing, or invalid and then removed)."""
+        """The cached inversion for ``key``, or ``None`` (missing, or invalid and then removed).
+
+        Args:
+            expected_timesteps: timesteps whose latents the entry must hold.
+            latent_shape: ``(F, 4, h, w)`` of every latent.
+        """
         path = self.path(key)
         if not path.is_file():
             return None
@@ -87,6 +93,14 @@ class InversionCache:
             raise ValueError(
                 f"metadata key/format {meta.get('key')}/{meta.get('format')} do not match {key}/{CACHE_FORMAT}"
             )
+        checksums = meta.get("checksums")
+        if not isinstance(checksums, dict):
+            raise ValueError("no content checksums (written by an older version)")
+        if set(checksums) != set(tensors):
+            raise ValueError(f"tensors {sorted(tensors)[:4]}... do not match the recorded ones")
+        for name, tensor in tensors.items():
+            if tensor_digest(tensor) != checksums[name]:
+                raise ValueError(f"checksum mismatch in {name!r}: its content changed on disk")
         latents = {}
         for t in expected_timesteps:
             x = tensors[f"latents.{t}"]
@@ -116,6 +130,7 @@ class InversionCache:
         meta = {
             "key": key,
             "format": CACHE_FORMAT,
+            "checksums": {name: tensor_digest(x) for name, x in tensors.items()},
             "timesteps": sorted(output.latents),
             "extras": sorted(output.extras),
             "info": dict(info or {}),

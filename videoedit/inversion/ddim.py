@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from videoedit.errors import ConfigError
+from videoedit.numerics import check_finite
 
 NoiseTimestep = Literal["current", "next"]
 NoisePredictor = Callable[[torch.Tensor, int], torch.Tensor]
@@ -64,6 +65,9 @@ def ddim_invert(
         store_device: where kept latents are stored (``None``: where they were computed).
         callback: called after each step as ``callback(step_index, t_reached, x)``.
 
+    Raises:
+        NumericalError: the latents became NaN or infinite at a step (the message names it).
+
     Returns:
         ``{t: latents at noise level t}`` for the kept timesteps (with ``"current"``, ``timesteps[0]``
         maps to ``latents`` itself).
@@ -94,6 +98,7 @@ def ddim_invert(
     for i, (a_from, a_to, t_eval, t_to) in enumerate(steps):
         eps = predict_noise(x, t_eval)
         x = ddim_step_between(x, eps, a_from, a_to)
+        check_finite(x, "inverted latents", phase="invert", step=i, num_steps=len(steps), timestep=t_to)
         if t_to in keep_set:
             out[t_to] = store(x)
         if callback is not None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from videoedit.numerics import json_safe
+
+logger = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -47,7 +52,11 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """Write ``data`` as valid JSON: non-finite floats become ``null`` (logged with their keys)."""
+    clean, nonfinite = json_safe(data)
+    if nonfinite:
+        logger.warning("%s: non-finite values written as null at %s", path, ", ".join(nonfinite))
+    return write_text(path, json.dumps(clean, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager

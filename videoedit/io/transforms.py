@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from videoedit.errors import ConfigError, ResolutionError
+from videoedit.numerics import check_finite
 
 ResizeMode = Literal["center_crop", "keep_aspect", "none"]
 
@@ -153,7 +154,12 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
-    """``(F, 3, H, W)`` float in [-1, 1] -> ``(F, H, W, 3)`` uint8."""
+    """``(F, 3, H, W)`` float in [-1, 1] -> ``(F, H, W, 3)`` uint8.
+
+    Raises:
+        NumericalError: ``x`` holds NaN or infinite values (they would silently become black pixels).
+    """
+    check_finite(x, "decoded frames")
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 

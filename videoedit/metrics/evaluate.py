@@ -34,7 +34,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from videoedit.errors import ConfigError, InputError
-from videoedit.io.atomic import write_json
 from videoedit.io.masks import read_masks
 from videoedit.io.result_tree import RunDirectory
 from videoedit.io.video import read_video
@@ -383,7 +382,7 @@ def evaluate_run(run_dir: str | Path, evaluator: Evaluator, write: bool = True) 
     if write:
         metrics = contents["metrics"]
         metrics["quality"] = quality
-        write_json(RunDirectory(run_dir).metrics_path, metrics)
+        RunDirectory(run_dir).rewrite_metrics(metrics)  # and its entry in the run's manifest
     return quality
 
 

@@ -12,13 +12,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import tempfile
+import logging
 from functools import lru_cache
 from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from videoedit.io.atomic import write_text
+from videoedit.io.atomic import write_json, write_text
+from videoedit.io.manifest import build_manifest, verify_manifest
+from videoedit.paths import default_cache_root
+
+logger = logging.getLogger(__name__)
+
+#: written last into a tokenizer folder: every file's size and SHA-256
+TOKENIZER_MANIFEST = "manifest.json"
 
 CLIP_VOCAB_SIZE = 49408
 CLIP_MAX_LENGTH = 77
@@ -68,7 +75,8 @@ def clip_vocab_and_merges(bpe_path: Path | None = None) -> tuple[dict[str, int],
 
 
 def write_clip_tokenizer_files(folder: Path) -> Path:
-    """Write ``vocab.json``, ``merges.txt`` and the tokenizer configs of SD-1.5's tokenizer."""
+    """Write ``vocab.json``, ``merges.txt`` and the tokenizer configs of SD-1.5's tokenizer, then
+    :data:`TOKENIZER_MANIFEST` (their sizes and checksums, checked before each load)."""
     vocab, merges = clip_vocab_and_merges()
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
@@ -87,7 +95,17 @@ def write_clip_tokenizer_files(folder: Path) -> Path:
         "tokenizer_class": "CLIPTokenizer",
     }
     write_text(folder / "tokenizer_config.json", json.dumps(config))
+    files = ["merges.txt", "vocab.json", "special_tokens_map.json", "tokenizer_config.json"]
+    write_json(folder / TOKENIZER_MANIFEST, build_manifest(folder, files))
     return folder
+
+
+def _tokenizer_folder_problems(folder: Path) -> list[str]:
+    try:
+        manifest = json.loads((folder / TOKENIZER_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"no readable {TOKENIZER_MANIFEST}"]
+    return verify_manifest(folder, manifest)
 
 
 def _bpe_digest() -> str:
@@ -99,15 +117,20 @@ def load_clip_tokenizer(cache_dir: str | None = None) -> CLIPTokenizer:
     """SD-1.5's CLIP tokenizer, built from open-clip's BPE file (no network).
 
     Args:
-        cache_dir: where to keep the generated tokenizer files (a temporary folder when ``None``).
+        cache_dir: where to keep the generated tokenizer files (``None``: ``<cache root>/tokenizer``, the
+            cache root of ``configs/paths/default.yaml``: ``$VIDEOEDIT_CACHE_ROOT`` or ``~/.cache/videoedit``).
+            Files that are missing or changed on disk are rewritten.
 
     Raises:
         RuntimeError: the loaded tokenizer does not have 49408 tokens. (``transformers`` can silently
             build a 2-token vocabulary from bad files; we never let that through.)
     """
-    root = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "videoedit"
+    root = Path(cache_dir) if cache_dir else default_cache_root() / "tokenizer"
     folder = root / f"clip_tokenizer_{_bpe_digest()}"
-    if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
+    problems = _tokenizer_folder_problems(folder)
+    if problems:
+        if folder.exists():
+            logger.warning("rewriting the tokenizer files in %s: %s", folder, "; ".join(problems[:3]))
         write_clip_tokenizer_files(folder)
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
     check_clip_tokenizer(tokenizer)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from videoedit.backbones.base import Components, VideoShapeRule, preserved_rng
 from videoedit.errors import ModelLoadError
 from videoedit.io.atomic import atomic_dir
 from videoedit.models.loading import _hint, _load, folder_fingerprint, resolve_dtype, resolve_pretrained
+from videoedit.paths import default_cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ def tiny_umt5_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedTokeni
 
     from videoedit.models.tokenizer import clip_vocab_and_merges
 
-    default_root = Path(os.environ.get("VIDEOEDIT_CACHE_ROOT") or Path.home() / ".cache" / "videoedit")
-    root = Path(cache_dir) if cache_dir else default_root / "tokenizer"
+    root = Path(cache_dir) if cache_dir else default_cache_root() / "tokenizer"
     spec = f"umt5-tiny:{_TOKENIZER_VOCAB}:{_TOKENIZER_WORDS}:nfkc:capitalised:ascii"
     folder = root / f"umt5-tiny-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
     if not (folder / "tokenizer_config.json").is_file():

@@ -45,6 +45,7 @@ from videoedit.errors import ConfigError
 from videoedit.layout.prompts import PromptLayout, content_offset, locate_local_prompts, swap_span_embeddings
 from videoedit.layout.regions import LayerLayout, layout_from_token_masks
 from videoedit.layout.video_tokens import latent_frame_coverage, pool_coverage
+from videoedit.numerics import check_finite
 from videoedit.pipelines.pipeline_wan import StepCallback, WanVideoEditPipeline, WanVideoOutput
 
 VELOCITY_ORDERS = ("sequential", "batched")
@@ -192,7 +193,9 @@ class FlowEditPipeline(WanVideoEditPipeline):
             v = self.velocity(x, t, emb)
             v_src = v[0:1] + settings.source_guidance_scale * (v[1:2] - v[0:1])
             v_tar = v[2:3] + settings.guidance_scale * (v[3:4] - v[2:3])
-            return v_src, v_tar
+            return check_finite(v_src, "source velocity", state=state), check_finite(
+                v_tar, "target velocity", state=state
+            )
         v_src = self.guided_velocity(z_src, t, *src, settings.source_guidance_scale, state, branch="source_")
         v_tar = self.guided_velocity(z_tar, t, *tar, settings.guidance_scale, state, branch="target_")
         return v_src, v_tar
@@ -281,7 +284,7 @@ class FlowEditPipeline(WanVideoEditPipeline):
                         z_tar = z_src + (z - x_src)  # = z + z_src - x_src; exact when z == x_src
                         v_src, v_tar = self._velocity_pair(z_src, z_tar, t, src, tar, settings, state)
                         dv += (v_tar - v_src) / settings.n_avg
-                    z = z + (s_next - s) * dv
+                    z = check_finite(z + (s_next - s) * dv, "latents", state=state)
                     if blend is not None:
                         z = blend * z + (1 - blend) * x_src
                 else:
@@ -292,7 +295,7 @@ class FlowEditPipeline(WanVideoEditPipeline):
                     v = self.guided_velocity(
                         x_tail, t, *tar, settings.guidance_scale, state, branch="target_"
                     )
-                    x_tail = x_tail + (s_next - s) * v
+                    x_tail = check_finite(x_tail + (s_next - s) * v, "latents", state=state)
                     if blend is not None:
                         x_tail = blend * x_tail + (1 - blend) * ((1 - s_next) * x_src + s_next * tail_noise)
                 if callback_on_step_end is not None:

@@ -43,6 +43,7 @@ from videoedit.attention.tokenflow import (
 )
 from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import InversionOutput, sampling_timesteps
+from videoedit.numerics import check_finite
 from videoedit.pipelines.pipeline_video_edit import StepCallback, VideoEditOutput, VideoEditPipeline
 
 logger = logging.getLogger(__name__)
@@ -362,7 +363,9 @@ class TokenFlowPipeline(VideoEditPipeline):
                             plan,
                         )
                         new_latents[ids] = self.scheduler.step(eps, t, latents[ids], return_dict=False)[0]
-                    latents = new_latents
+                    latents = check_finite(
+                        new_latents, "latents", phase="sample", step=i, num_steps=len(timesteps), timestep=t
+                    )
                     store.clear()
                     if callback_on_step_end is not None:
                         update = callback_on_step_end(self, i, t, {"latents": latents})

@@ -29,6 +29,7 @@ from videoedit.inversion.ddim import (
 )
 from videoedit.io.transforms import check_divisible, tensor_to_frames
 from videoedit.models.components import StableDiffusionComponents
+from videoedit.numerics import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -279,10 +280,10 @@ class VideoEditPipeline(DiffusionPipeline):
         eps = self.predict_noise(
             latents.repeat(n, 1, 1, 1), t, text, control_in, cn_text, controlnet_conditioning_scale
         )
-        if n == 1:
-            return eps
-        eps_uncond, eps_cond = eps.chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        if n > 1:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        return check_finite(eps, "noise prediction", state=state)
 
     # ---------------------------------------------------------------- inversion
     @torch.no_grad()
@@ -424,6 +425,7 @@ class VideoEditPipeline(DiffusionPipeline):
             if blend is not None:
                 t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
                 latents = blend(self.scheduler, latents, t, t_next, generator)
+            latents = check_finite(latents, "latents", state=state)
             if callback_on_step_end is not None:
                 update = callback_on_step_end(self, i, t, {"latents": latents})
                 if update and "latents" in update:

@@ -32,6 +32,7 @@ from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 from videoedit.attention.state import StepState
 from videoedit.io.transforms import tensor_to_frames
 from videoedit.models.wan import WAN_TEXT_LENGTH, WanComponents
+from videoedit.numerics import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +194,12 @@ class WanVideoEditPipeline(DiffusionPipeline):
         """
         state = state or StepState()
         state.update(num_frames=1, branches=(f"{branch}cond",))
-        v_cond = self.velocity(latents, timestep, cond)
-        if guidance_scale == 1:
-            return v_cond
-        state.update(branches=(f"{branch}uncond",))
-        v_uncond = self.velocity(latents, timestep, uncond)
-        return v_uncond + guidance_scale * (v_cond - v_uncond)
+        v = self.velocity(latents, timestep, cond)
+        if guidance_scale != 1:
+            state.update(branches=(f"{branch}uncond",))
+            v_uncond = self.velocity(latents, timestep, uncond)
+            v = v_uncond + guidance_scale * (v - v_uncond)
+        return check_finite(v, f"{branch.replace('_', ' ')}velocity", state=state)
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -233,7 +234,7 @@ class WanVideoEditPipeline(DiffusionPipeline):
         for i, t in enumerate(self.progress_bar(timesteps)):
             state.update(phase="sample", step_index=i, timestep=t, num_steps=len(timesteps))
             v = self.guided_velocity(latents, t, cond, uncond, guidance_scale, state)
-            latents = latents + (sigmas[i + 1] - sigmas[i]) * v
+            latents = check_finite(latents + (sigmas[i + 1] - sigmas[i]) * v, "latents", state=state)
             if callback_on_step_end is not None:
                 update = callback_on_step_end(self, i, t, {"latents": latents})
                 if update and "latents" in update:
