@@ -1,7 +1,8 @@
-"""``videoedit``: commands on finished result trees (runs are made with ``run.py``).
+"""``videoedit``: run edits, and work on finished result trees.
 
 ::
 
+    videoedit run <Hydra overrides> [-m] [--config-dir DIR]     (= run.py; see videoedit/run.py)
     videoedit metrics <run or sweep folder>... [--clip-model ...] [--flow-backend dis|raft|auto]
     videoedit report <sweep folder> [--out DIR] [--edit NAME] [--frames 4] [--max-columns 8]
     videoedit compare <run folder>... --labels A B ... --out DIR [--edit NAME]
@@ -109,9 +110,36 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(argv: Sequence[str]) -> int:
+    """``videoedit run ...``: every argument goes to Hydra, exactly as ``run.py`` takes them."""
+    from videoedit.run import main as run_main
+
+    run_main(argv)
+    return 0
+
+
+RUN_HELP = """Run an edit (or a sweep with -m) from the packaged configs, exactly like run.py:
+
+  videoedit run +experiment=instance_edit model=tiny data=two_figures
+  videoedit run -m +experiment=instance_edit model=tiny data=two_figures method.guidance_scale=5,7.5
+  videoedit run --config-dir my_configs +experiment=my_edit     (your configs, laid out like configs/)
+  accelerate launch -m videoedit run +experiment=instance_edit  (several processes)
+
+Every argument is a Hydra override or flag; `videoedit run --help` lists the config groups."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videoedit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    # parsed by Hydra, not argparse (main() hands the arguments over); listed here for --help
+    sub.add_parser(
+        "run",
+        help="run an edit or a sweep: videoedit run <Hydra overrides> (as run.py)",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
 
     m = sub.add_parser("metrics", help="compute quality metrics of finished runs into their metrics.json")
     m.add_argument("paths", nargs="+", help="run folders, sweep folders or output roots (searched for runs)")
@@ -151,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        return _run(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
