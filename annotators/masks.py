@@ -334,7 +334,8 @@ class PromptedVideoClip(VideoClip):
     the same resize/crop as the frames.
 
     Args:
-        path, prompt, start_frame, num_frames, stride, resize, conditions, name: as :class:`VideoClip`.
+        path, prompt, start_frame, num_frames, stride, resize, conditions, name, data_root: as
+            :class:`VideoClip`.
         mask_builder: a :class:`VideoMaskBuilder` (or its arguments as a mapping).
         regions: regions to use, in the order of the local prompts (default: the builder's).
         cache_root: where masks are cached (default ``$VIDEOEDIT_CACHE_ROOT`` or ``~/.cache/videoedit``).
@@ -360,8 +361,21 @@ class PromptedVideoClip(VideoClip):
         name: str | None = None,
         cache_root: str | None = None,
         cache: bool = True,
+        data_root: str | None = None,
     ) -> None:
-        super().__init__(path, prompt, None, (), start_frame, num_frames, stride, resize, conditions, name)
+        super().__init__(
+            path,
+            prompt,
+            None,
+            (),
+            start_frame,
+            num_frames,
+            stride,
+            resize,
+            conditions,
+            name,
+            data_root=data_root,
+        )
         builder = (
             mask_builder if isinstance(mask_builder, VideoMaskBuilder) else VideoMaskBuilder(**mask_builder)
         )

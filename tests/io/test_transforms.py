@@ -19,6 +19,37 @@ def test_plans():
         ResizeSpec("stretch")
 
 
+@pytest.mark.parametrize(
+    ("box", "frame", "expected"),
+    [
+        ((512, 512), (480, 854), (256, 512)),  # DAVIS in a 512 box: 288x512, 32 rows cropped
+        ((512, 896), (480, 854), (448, 896)),  # width-bound: 504x896, 56 rows cropped
+        ((256, 1024), (480, 854), (256, 448)),  # height-bound: 256x455 -> 256x448
+        ((512, 512), (854, 480), (512, 256)),  # portrait: the long side is the height now
+        ((128, 128), (128, 128), (128, 128)),  # already fits: unchanged
+    ],
+)
+def test_keep_aspect_fits_the_height_width_box(box, frame, expected):
+    """keep_aspect honours height/width: the frame fits inside the box, aspect kept, sides floored to 64."""
+    plan = ResizeSpec("keep_aspect", *box).plan(*frame)
+    assert (plan.out_height, plan.out_width) == expected
+    assert plan.out_height <= box[0] and plan.out_width <= box[1]
+    assert plan.out_height % 64 == 0 and plan.out_width % 64 == 0
+    # reference: scale = min(box_h / h, box_w / w); the scaled frame differs from the output by < 64 px
+    scale = min(box[0] / frame[0], box[1] / frame[1])
+    assert (plan.scaled_height, plan.scaled_width) == (round(frame[0] * scale), round(frame[1] * scale))
+    assert 0 <= plan.scaled_height - plan.out_height < 64 and 0 <= plan.scaled_width - plan.out_width < 64
+
+
+def test_short_side_is_explicit_and_only_for_keep_aspect():
+    plan = ResizeSpec("keep_aspect", 512, 512, short_side=384).plan(480, 854)
+    assert (plan.out_height, plan.out_width) == (384, 640)  # 384x683 floored: the box is not used
+    with pytest.raises(ConfigError, match=r"short_side=384 applies to data.resize.mode=keep_aspect only"):
+        ResizeSpec("center_crop", short_side=384)
+    with pytest.raises(ConfigError, match=r"smaller than the required multiple 64"):
+        ResizeSpec("keep_aspect", 32, 512).plan(480, 854)
+
+
 def test_uint8_round_trip():
     frames = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     x = frames_to_tensor(frames)
@@ -36,7 +67,7 @@ def test_davis_masks_stay_aligned_with_frames(shared_data, mode):
     )
     painted = video.frames.copy()
     painted[masks[:, 0]] = (255, 0, 255)
-    spec = ResizeSpec(mode, 512, 512, short_side=512)
+    spec = ResizeSpec(mode, 512, 512, short_side=512 if mode == "keep_aspect" else None)
     plan = spec.plan(*video.frames.shape[1:3])
     frames = plan.apply_images(frames_to_tensor(painted))
     resized = plan.apply_masks(torch.from_numpy(masks))

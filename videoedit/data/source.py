@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from annotators.precomputed import read_condition_video
-from videoedit.errors import MaskError
+from videoedit.errors import ConfigError, MaskError
 from videoedit.io.masks import read_masks
 from videoedit.io.transforms import ResizeSpec, frames_to_tensor, tensor_to_frames
-from videoedit.io.video import FrameSampling, read_video
+from videoedit.io.video import FrameSampling, read_video, resolve_data_path
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,17 @@ class SourceVideo:
         return None if self.masks is None else self.masks.any(dim=1)
 
 
+def _resize_spec(resize: Mapping | None) -> ResizeSpec:
+    fields = dict(resize or {})
+    known = set(ResizeSpec.__dataclass_fields__)
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(
+            f"Unknown data.resize key(s) {unknown}: data.resize takes {sorted(known)} (see ResizeSpec)."
+        )
+    return ResizeSpec(**fields)
+
+
 class VideoClip:
     """Reads a clip, its region masks and optional precomputed condition maps from disk.
 
@@ -94,6 +105,8 @@ class VideoClip:
         resize: a :class:`ResizeSpec` (or its fields as a mapping).
         conditions: ``{condition_type: path}`` of precomputed condition videos, one map per clip frame.
         name: short name for the result tree (default: the path's stem).
+        data_root: where relative ``path``, ``masks_dir`` and ``conditions`` paths are looked up when
+            they do not exist relative to the current folder (``paths.data_root`` in the configs).
     """
 
     def __init__(
@@ -108,14 +121,20 @@ class VideoClip:
         resize: ResizeSpec | Mapping | None = None,
         conditions: Mapping[str, str] | None = None,
         name: str | None = None,
+        data_root: str | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.data_root = Path(data_root).expanduser() if data_root else None
+        self.path = resolve_data_path(path, self.data_root, "data.path")
         self.prompt = prompt or ""
-        self.masks_dir = Path(masks_dir) if masks_dir else None
+        self.masks_dir = resolve_data_path(masks_dir, self.data_root, "data.masks_dir") if masks_dir else None
         self.regions = list(regions or [])
         self.sampling = FrameSampling(start_frame, num_frames, stride)
-        self.resize = resize if isinstance(resize, ResizeSpec) else ResizeSpec(**dict(resize or {}))
-        self.conditions = {str(k): str(v) for k, v in (conditions or {}).items() if v}
+        self.resize = resize if isinstance(resize, ResizeSpec) else _resize_spec(resize)
+        self.conditions = {
+            str(k): str(resolve_data_path(v, self.data_root, f"data.conditions.{k}"))
+            for k, v in (conditions or {}).items()
+            if v
+        }
         self.name = name or self.path.stem
         if self.regions and self.masks_dir is None:
             raise MaskError(

@@ -23,21 +23,32 @@ ResizeMode = Literal["center_crop", "keep_aspect", "none"]
 
 @dataclass(frozen=True)
 class ResizeSpec:
-    """How to bring frames to the model's working size.
+    """How to bring frames to the model's working size (``data.resize`` in the data configs).
 
     Modes:
         ``center_crop`` (official VideoGrain/TokenFlow): scale so that the frame covers
             ``height x width`` and center-crop the overflow. With 512x512 this is "short side 512,
-            center crop".
-        ``keep_aspect``: scale so that the short side is ``short_side``, then center-crop the long side
-            down to a multiple of ``multiple`` (less than ``multiple`` pixels are lost).
+            center crop". The output is exactly ``height x width``.
+        ``keep_aspect``: keep the whole picture and its aspect ratio. Without ``short_side`` the frame
+            is scaled to fit inside ``height x width`` (one side touches the box, the other is at most
+            its size); with ``short_side`` its short side becomes ``short_side`` and ``height``/
+            ``width`` are not used. Both sides are then rounded down to a multiple of ``multiple``
+            (the model's size step) by center-cropping less than ``multiple`` pixels. A 854x480 DAVIS
+            clip: 512x256 in a 512x512 box (512x288, 32 rows cropped); 896x512 with ``short_side=512``.
         ``none``: keep the frames as they are.
+
+    Attributes:
+        mode: ``center_crop`` | ``keep_aspect`` | ``none``.
+        height, width: the output size (``center_crop``) or the box to fit in (``keep_aspect``).
+        short_side: ``keep_aspect`` only: the short side's length instead of fitting the box
+            (``None``: fit the box).
+        multiple: ``keep_aspect`` only: both sides become multiples of it (64 for SD-1.5's UNet).
     """
 
     mode: ResizeMode = "center_crop"
     height: int = 512
     width: int = 512
-    short_side: int = 512
+    short_side: int | None = None
     multiple: int = 64
 
     def __post_init__(self) -> None:
@@ -46,8 +57,15 @@ class ResizeSpec:
                 f"Unknown resize mode {self.mode!r}: use center_crop, keep_aspect or none (data.resize.mode)."
             )
         for name in ("height", "width", "short_side", "multiple"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"data.resize.{name} must be positive, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.resize.{name} must be positive, got {value}.")
+        if self.short_side is not None and self.mode != "keep_aspect":
+            raise ConfigError(
+                f"data.resize.short_side={self.short_side} applies to data.resize.mode=keep_aspect only "
+                f"(mode is {self.mode}, whose size is data.resize.height x data.resize.width): set "
+                "data.resize.mode=keep_aspect, or data.resize.short_side=null."
+            )
 
     def plan(self, height: int, width: int) -> ResizePlan:
         """The scale and crop for a frame of ``height x width``."""
@@ -57,7 +75,10 @@ class ResizeSpec:
             scale = max(self.height / height, self.width / width)
             out_h, out_w = self.height, self.width
         else:
-            scale = self.short_side / min(height, width)
+            if self.short_side is not None:
+                scale = self.short_side / min(height, width)
+            else:
+                scale = min(self.height / height, self.width / width)
             out_h = _floor_to(round(height * scale), self.multiple)
             out_w = _floor_to(round(width * scale), self.multiple)
         scaled_h = max(out_h, round(height * scale))
@@ -70,7 +91,10 @@ class ResizeSpec:
 def _floor_to(value: int, multiple: int) -> int:
     floored = (value // multiple) * multiple
     if floored == 0:
-        raise ConfigError(f"A side of {value} px is smaller than the required multiple {multiple}.")
+        raise ConfigError(
+            f"A side of {value} px is smaller than the required multiple {multiple} (data.resize.multiple): "
+            "give a larger data.resize box or short_side."
+        )
     return floored
 
 

@@ -75,11 +75,37 @@ def list_frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+def resolve_data_path(path: str | Path, data_root: str | Path | None, key: str = "data.path") -> Path:
+    """Where a data path points: absolute paths as given; a relative one relative to the current folder
+    if it exists there, else relative to ``data_root`` (``paths.data_root``).
+
+    Raises:
+        VideoReadError: a relative path found in neither place (the message names both).
+    """
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.exists() or data_root is None:
+        return given
+    root = Path(data_root).expanduser()
+    if given.parts[: len(root.parts)] == root.parts:  # already built from data_root (a relative root)
+        return given
+    under_root = root / given
+    if under_root.exists():
+        return under_root
+    what = "Video" if key == "data.path" else "Path"
+    raise VideoReadError(
+        f"{what} not found: {key}={path} is neither in the current folder ({Path.cwd()}) nor under "
+        f"paths.data_root ({Path(data_root).expanduser().absolute()}). Give an absolute path, a path "
+        "relative to the folder you run from, or one relative to paths.data_root (env VIDEOEDIT_DATA_ROOT)."
+    )
+
+
 def _check_path(path: Path) -> None:
     if not path.exists():
+        where = "" if path.is_absolute() else f" (relative to the current folder {Path.cwd()})"
         raise VideoReadError(
-            f"Video not found: {path}. Set data.path to a video file ({', '.join(sorted(VIDEO_SUFFIXES))}) "
-            "or a folder of frames; relative paths are resolved against paths.data_root."
+            f"Video not found: {path}{where}. Set data.path to a video file "
+            f"({', '.join(sorted(VIDEO_SUFFIXES))}) or a folder of frames; in data configs a relative "
+            "data.path is also looked up under paths.data_root."
         )
     if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
         raise VideoReadError(

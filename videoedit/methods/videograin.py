@@ -82,6 +82,11 @@ def _settings(value: ModulationSettings | Mapping | None) -> ModulationSettings:
         raise ConfigError(f"Bad method.modulation settings {fields}: {err}") from err
 
 
+def full_frame_masks(source: SourceVideo) -> torch.Tensor:
+    """``(F, 1, H, W)`` all-true: one region covering every frame (a global prompt without masks)."""
+    return torch.ones((source.num_frames, 1, *source.size), dtype=torch.bool)
+
+
 class VideoGrainMethod(InversionEditMethod):
     """VideoGrain editing: see the module docstring and ``configs/method/videograin.yaml``.
 
@@ -121,7 +126,9 @@ class VideoGrainMethod(InversionEditMethod):
 
     name = "videograin"
     pipeline_class = VideoGrainPipeline
-    needs_masks = True
+    # masks are needed for local prompts only: a global prompt alone edits one full-frame region
+    # (the official code refuses it; see check_inputs)
+    needs_masks = False
 
     def __init__(
         self,
@@ -218,7 +225,24 @@ class VideoGrainMethod(InversionEditMethod):
 
     # ------------------------------------------------------------------ checks
     def check_inputs(self, source: SourceVideo, requests: Sequence[EditRequest]) -> None:
+        """Local prompts against the regions and the full prompt's tokens (before any model loads).
+
+        Without region masks, only global prompts are accepted: the whole frame is then one region
+        (:func:`full_frame_masks`): ST-Layout attention over all frames' tokens, no latent blending.
+        The official code refuses a clip without masks (VideoGrain issue 10).
+        """
         super().check_inputs(source, requests)
+        if source.masks is None:
+            with_locals = [r for r in requests if r.local_prompts]
+            if with_locals:
+                raise ConfigError(
+                    f"Method 'videograin' needs region masks for the local prompts "
+                    f"{list(with_locals[0].local_prompts)} of editing prompt {with_locals[0].index}, but the "
+                    "data has none: set data.masks_dir and data.regions, build masks from clicks "
+                    "(data=video_sam data.mask_builder.prompts=<yaml>, or python -m annotators.masks), or "
+                    "give a global prompt only (prompts=['<prompt>']: the whole frame is one region)."
+                )
+            logger.info("no region masks: global prompt(s) only, the whole frame is one region")
         tokenizer = (
             load_clip_tokenizer()
         )  # SD-1.5/2.x share this vocabulary: check spans before loading models
@@ -420,7 +444,7 @@ class VideoGrainMethod(InversionEditMethod):
             prompt=request.prompt,
             local_prompts=request.local_prompts,
             inversion=inversion,
-            masks=source.masks,
+            masks=source.masks if source.masks is not None else full_frame_masks(source),
             control=control,
             negative_prompt=request.negative_prompt,
             num_inference_steps=self.num_inference_steps,
