@@ -1,11 +1,13 @@
 """Pose condition maps (OpenPose skeletons on black) for the ControlNet openpose models.
 
-Three builders, all producing ``condition_type = "openpose"`` maps of the frames' size:
+Four builders, all producing ``condition_type = "openpose"`` maps of the frames' size:
 
-* :class:`DWPose` (official VideoGrain default for the human clips: ``dwpose``, hand on, face off):
-  controlnet-aux's ``DWposeDetector``. In controlnet-aux 0.0.10 it runs on mmpose/mmdet/mmcv, which
-  must be installed; weights are ``det_checkpoint``/``pose_checkpoint`` (files or URLs; controlnet-aux's
-  defaults are the YOLOX-L and ``dw-ll_ucoco_384`` checkpoints). Multi-person.
+* :class:`~annotators.dwpose_onnx.DWPoseOnnx` (``annotator=dwpose``, the official VideoGrain default for
+  the human clips, hand on, face off): the official DWPose ONNX models through onnxruntime, no mm*
+  packages. Multi-person.
+* :class:`DWPose` (``annotator=dwpose_mm``): controlnet-aux's ``DWposeDetector``. In controlnet-aux 0.0.10
+  it runs on mmpose/mmdet/mmcv, which must be installed; weights are ``det_checkpoint``/``pose_checkpoint``
+  (files or URLs; controlnet-aux's defaults are the YOLOX-L and ``dw-ll_ucoco_384`` checkpoints).
 * :class:`OpenPose`: controlnet-aux's CMU OpenPose (``body_pose_model.pth``, ``hand_pose_model.pth``,
   ``facenet.pth`` from a local folder or the hub repo ``lllyasviel/Annotators``). Multi-person.
 * :class:`MediapipePose`: the weight-free offline fallback. mediapipe 0.10.21 ships BlazePose inside its
@@ -268,6 +270,46 @@ class MediapipePose(Annotator):
         }
 
 
+#: DWPose's drawing thresholds (controlnet-aux / the official annotator): body keypoints are drawn when
+#: score > 0.3, hand/face keypoints are hidden when score < 0.3 (so exactly 0.3 hides a body joint but
+#: keeps a hand joint)
+DWPOSE_SCORE_THRESHOLD = 0.3
+
+
+def draw_wholebody(
+    candidate: np.ndarray, score: np.ndarray, height: int, width: int, hand: bool = True, face: bool = False
+) -> np.ndarray:
+    """Draw DWPose's whole-body keypoints as controlnet-aux's / the official annotator's ``draw_pose``.
+
+    Args:
+        candidate: ``(P, 134, 2)`` keypoints normalised to [0, 1] (body 0-17 in OpenPose order, feet
+            18-23, face 24-91, left hand 92-112, right hand 113-133).
+        score: ``(P, 134)`` keypoint scores.
+        height, width: the canvas size.
+        hand, face: draw hands / face.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    from controlnet_aux.dwpose import util as dw_util
+
+    candidate = np.array(candidate, dtype=np.float64).reshape(-1, 134, 2)
+    score = np.array(score, dtype=np.float64).reshape(-1, 134)
+    people = len(candidate)
+    body = candidate[:, :18].reshape(people * 18, 2)
+    body_visible = score[:, :18] > DWPOSE_SCORE_THRESHOLD
+    body_index = np.where(body_visible, np.arange(people * 18).reshape(people, 18), -1)
+    hidden = candidate.copy()
+    hidden[score < DWPOSE_SCORE_THRESHOLD] = -1
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    canvas = dw_util.draw_bodypose(canvas, body, body_index)
+    if hand:
+        canvas = dw_util.draw_handpose(canvas, np.vstack([hidden[:, 92:113], hidden[:, 113:]]))
+    if face:
+        canvas = dw_util.draw_facepose(canvas, hidden[:, 24:92])
+    return canvas
+
+
 # -------------------------------------------------------------------------------- controlnet-aux
 
 
@@ -394,9 +436,7 @@ class DWPose(LazyModelAnnotator):
 
     condition_type = "openpose"
     offline_alternative = OFFLINE_POSE
-    # controlnet-aux's DWposeDetector: body keypoints are drawn when score > 0.3, hand/face keypoints
-    # are hidden when score < 0.3 (so exactly 0.3 hides a body joint but keeps a hand joint)
-    SCORE_THRESHOLD = 0.3
+    SCORE_THRESHOLD = DWPOSE_SCORE_THRESHOLD
 
     def __init__(
         self,
@@ -462,30 +502,8 @@ class DWPose(LazyModelAnnotator):
         )
 
     def draw(self, candidate: np.ndarray, subset: np.ndarray, height: int, width: int) -> np.ndarray:
-        """Draw DWPose's whole-body output like the official annotator.
-
-        Args:
-            candidate: ``(P, 134, 2)`` keypoints normalised to [0, 1] (body 0-17 in OpenPose order,
-                feet 18-23, face 24-91, left hand 92-112, right hand 113-133).
-            subset: ``(P, 134)`` keypoint scores.
-        """
-        from controlnet_aux.dwpose import util as dw_util
-
-        candidate = np.array(candidate, dtype=np.float64)
-        score = np.array(subset, dtype=np.float64)
-        people = len(candidate)
-        body = candidate[:, :18].reshape(people * 18, 2)
-        body_visible = score[:, :18] > self.SCORE_THRESHOLD
-        body_index = np.where(body_visible, np.arange(people * 18).reshape(people, 18), -1)
-        hidden = candidate.copy()
-        hidden[score < self.SCORE_THRESHOLD] = -1
-        canvas = np.zeros((height, width, 3), dtype=np.uint8)
-        canvas = dw_util.draw_bodypose(canvas, body, body_index)
-        if self.hand:
-            canvas = dw_util.draw_handpose(canvas, np.vstack([hidden[:, 92:113], hidden[:, 113:]]))
-        if self.face:
-            canvas = dw_util.draw_facepose(canvas, hidden[:, 24:92])
-        return canvas
+        """Draw DWPose's whole-body output like the official annotator (:func:`draw_wholebody`)."""
+        return draw_wholebody(candidate, subset, height, width, self.hand, self.face)
 
     def annotate(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> np.ndarray:
         import torch
@@ -515,11 +533,12 @@ class DWPose(LazyModelAnnotator):
 
 # ------------------------------------------------------------------------------------------- CLI
 
-BACKENDS = ("mediapipe", "openpose", "dwpose")
+BACKENDS = ("mediapipe", "openpose", "dwpose", "dwpose_mm")
 
 
 def build_pose_annotator(backend: str, hand: bool = False, face: bool = False, weights: str | None = None):
-    """The pose annotator of a backend name (``mediapipe``, ``openpose``, ``dwpose``)."""
+    """The pose annotator of a backend name (``mediapipe``, ``openpose``, ``dwpose`` (ONNX),
+    ``dwpose_mm`` (controlnet-aux on mmpose))."""
     if backend == "mediapipe":
         if face:
             raise ConfigError(
@@ -529,6 +548,10 @@ def build_pose_annotator(backend: str, hand: bool = False, face: bool = False, w
     if backend == "openpose":
         return OpenPose(weights or "lllyasviel/Annotators", hand=hand, face=face)
     if backend == "dwpose":
+        from annotators.dwpose_onnx import DWPOSE_ONNX_REPO, DWPoseOnnx
+
+        return DWPoseOnnx(weights or DWPOSE_ONNX_REPO, hand=hand, face=face)
+    if backend == "dwpose_mm":
         return DWPose(hand=hand, face=face, pose_checkpoint=weights)
     raise ConfigError(f"unknown pose backend {backend!r}: pick one of {', '.join(BACKENDS)}")
 
@@ -543,7 +566,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="mediapipe")
     parser.add_argument("--hand", action="store_true", help="draw hands")
     parser.add_argument("--face", action="store_true", help="draw faces (openpose/dwpose)")
-    parser.add_argument("--weights", default=None, help="openpose: folder/hub repo; dwpose: pose checkpoint")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="openpose/dwpose: folder or hub repo of the weights; dwpose_mm: the pose checkpoint",
+    )
     args = parser.parse_args(argv)
     annotator = build_pose_annotator(args.backend, args.hand, args.face, args.weights)
     clip = read_clip(args)
