@@ -15,7 +15,9 @@ them by hand). Here masks are part of a run:
    the clip, so ``eyes`` is cut out of ``man``: VideoGrain's part-editing layout) and a background
    region covering the rest is added;
 5. the result is cached (:class:`~annotators.cache.AnnotationCache`) and written as
-   ``<out>/<region>/<frame index:05d>.png`` (0/255) plus ``<out>/overlay.mp4`` to check coverage.
+   ``<out>/<region>/<frame index:05d>.png`` (0/255) plus an overlay to check coverage,
+   ``<out>/overlay.mp4`` and ``<out>/overlay_frames/<frame index:05d>.png``: regions in colour with a
+   legend of their names, and the boxes/points that were given drawn on their keyframes.
 
 As a data source, :class:`PromptedVideoClip` (``data=video_sam``) builds the masks of a run this way
 instead of reading ``data.masks_dir``.
@@ -50,8 +52,8 @@ from videoedit.io.manifest import build_manifest, verify_manifest
 from videoedit.io.masks import write_masks
 from videoedit.io.transforms import ResizeSpec
 from videoedit.io.video import count_frames, read_video
-from videoedit.io.visualize import overlay_masks
-from videoedit.io.writers import write_mp4
+from videoedit.io.visualize import add_legend, draw_prompts, overlay_masks, region_color
+from videoedit.io.writers import write_frames, write_mp4
 from videoedit.paths import default_cache_root, temporary_directory
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,41 @@ def add_background(masks: np.ndarray) -> np.ndarray:
     return np.concatenate([masks, ~masks.any(axis=1, keepdims=True)], axis=1)
 
 
+OVERLAY_FRAMES = "overlay_frames"
+
+
+def mask_overlay(
+    frames: np.ndarray,
+    masks: np.ndarray,
+    regions: Sequence[str],
+    indices: Sequence[int],
+    prompts: RegionPrompts | None = None,
+) -> np.ndarray:
+    """The coverage overlay: regions in colour, the prompts' boxes/points on their keyframes (in their
+    region's colour), and a legend of the region names below.
+
+    Args:
+        frames: ``(F, H, W, 3)`` uint8; masks: ``(F, R, H, W)`` bool; regions: the ``R`` names.
+        indices: clip index of each frame (prompts name keyframes by clip index).
+        prompts: the prompts the masks were built from (``None``: no marks).
+
+    Returns:
+        ``(F, H + legend, W, 3)`` uint8.
+    """
+    out = overlay_masks(frames, masks)
+    if prompts is not None:
+        position = {int(i): p for p, i in enumerate(indices)}
+        for name, keyframes in prompts.regions.items():
+            if name not in regions:
+                continue
+            color = region_color(list(regions).index(name))
+            for kf in keyframes:
+                if kf.frame in position and (kf.box is not None or kf.points):
+                    p = position[kf.frame]
+                    out[p] = draw_prompts(out[p], color, kf.box, kf.points, kf.labels)
+    return add_legend(out, list(regions))
+
+
 def write_mask_layout(
     out: str | Path,
     frames: np.ndarray,
@@ -100,15 +137,23 @@ def write_mask_layout(
     indices: Sequence[int],
     fps: float = 8.0,
     overlay: bool = True,
+    prompts: RegionPrompts | None = None,
 ) -> Path:
-    """Write ``(F, R, H, W)`` masks as ``<out>/<region>/<index:05d>.png`` and ``<out>/overlay.mp4``.
+    """Write ``(F, R, H, W)`` masks as ``<out>/<region>/<index:05d>.png``, and (``overlay``) the
+    :func:`mask_overlay` as ``<out>/overlay.mp4`` and ``<out>/overlay_frames/<index:05d>.png``.
 
     The folder is what ``data.masks_dir`` (``videoedit.io.masks.read_masks``) reads back.
     """
     out = Path(out)
+    if OVERLAY_FRAMES in regions:
+        raise MaskError(
+            f"A region may not be called '{OVERLAY_FRAMES}' (the overlay's frame folder): rename it."
+        )
     write_masks(out, masks, list(regions), list(indices))
     if overlay:
-        write_mp4(out / "overlay.mp4", overlay_masks(frames, masks), fps)
+        picture = mask_overlay(frames, masks, regions, indices, prompts)
+        write_frames(out / OVERLAY_FRAMES, picture, [f"{i:05d}" for i in indices])
+        write_mp4(out / "overlay.mp4", picture, fps)
     return out
 
 
@@ -413,7 +458,15 @@ class PromptedVideoClip(VideoClip):
             if (folder / "COMPLETE").is_file():
                 logger.warning("rewriting the cached mask layout %s: %s", folder, "; ".join(problems[:3]))
             shutil.rmtree(folder, ignore_errors=True)
-            write_mask_layout(folder, video.frames, layout.masks, layout.regions, video.indices, video.fps)
+            write_mask_layout(
+                folder,
+                video.frames,
+                layout.masks,
+                layout.regions,
+                video.indices,
+                video.fps,
+                prompts=self.mask_builder.prompts,
+            )
             write_json(
                 folder / "COMPLETE", build_manifest(folder)
             )  # written last, with every file's checksum
@@ -484,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clip = read_clip(args)
     frames, indices = clip.frames, clip.indices
     wanted = [r for r in (args.regions or "").split(",") if r]
+    prompts = None
     if args.labels:
         labels = np.load(args.labels)
         if labels.ndim != 3 or len(labels) != len(frames):
@@ -529,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else AnnotationCache(Path(args.cache_root or default_cache_root()) / "annotations")
         )
         layout = builder.build(frames, indices, count_frames(args.video), cache)
-        masks, regions = layout.masks, layout.regions
+        masks, regions, prompts = layout.masks, layout.regions, builder.prompts
         wanted = []
     if wanted:
         unknown = [r for r in wanted if r not in regions]
@@ -537,10 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise MaskError(f"Unknown region(s) {unknown}: the layout has {regions}.")
         masks = masks[:, [regions.index(r) for r in wanted]]
         regions = wanted
-    out = write_mask_layout(args.out, frames, masks, regions, indices, clip.fps)
+    out = write_mask_layout(args.out, frames, masks, regions, indices, clip.fps, prompts=prompts)
     coverage = ", ".join(f"{r} {masks[:, i].mean():.1%}" for i, r in enumerate(regions))
     print(
-        f"wrote {len(regions)} regions x {len(indices)} frames to {out}/ (coverage: {coverage}); overlay {out}/overlay.mp4"
+        f"wrote {len(regions)} regions x {len(indices)} frames to {out}/ (coverage: {coverage}); "
+        f"overlay {out}/overlay.mp4 and {out}/{OVERLAY_FRAMES}/"
     )
     return 0
 

@@ -4,7 +4,13 @@ clustering study (PCA images, KMeans label maps, clusters matched to words) of V
 
 Nouns are found without network access (the official code calls ``nltk.download`` at import time): a
 word of the prompt is a candidate unless it is a closed-class word (articles, prepositions, pronouns,
-auxiliaries, conjunctions, common adverbs) or an ``-ing`` form; users can list the words explicitly.
+auxiliaries, conjunctions, common adverbs), a numeral ("two", "third", "12") or an ``-ing`` form; users
+can list the words explicitly.
+
+Cluster ids are stable over time: KMeans numbers each frame's clusters arbitrarily (the official code
+keeps those numbers, so a region changes colour and id from frame to frame); here frame ``f``'s clusters
+are renumbered to the clusters of frame ``f - 1`` they share most tokens with (an optimal one-to-one
+matching), before the words are assigned. ``cluster_study(..., stable_ids=False)`` keeps KMeans' numbers.
 """
 
 from __future__ import annotations
@@ -148,13 +154,69 @@ _CLOSED_CLASS = frozenset(
 )
 
 
+#: cardinal and ordinal numerals and quantity words (never the noun of a cluster: "two men" -> "men")
+_NUMERALS = frozenset(
+    [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "hundred",
+        "thousand",
+        "million",
+        "dozen",
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "sixth",
+        "seventh",
+        "eighth",
+        "ninth",
+        "tenth",
+        "both",
+        "several",
+        "many",
+        "few",
+        "multiple",
+        "numerous",
+        "single",
+    ]
+)
+
+
 def candidate_nouns(prompt: str) -> list[str]:
     """Words of ``prompt`` that may be nouns (offline heuristic; see the module docstring)."""
-    words = re.findall(r"[A-Za-z][A-Za-z'-]*", prompt)
+    words = re.findall(r"[A-Za-z][A-Za-z'-]*", prompt)  # digits ("2 men") never start a word here
     out = []
     for word in words:
         low = word.lower()
-        if low in _CLOSED_CLASS or (low.endswith("ing") and len(low) > 5):
+        if low in _CLOSED_CLASS or low in _NUMERALS or (low.endswith("ing") and len(low) > 5):
             continue
         if low not in (w.lower() for w in out):
             out.append(word)
@@ -235,6 +297,26 @@ class ClusterStudy:
     words: list[dict[int, str]]
 
 
+def match_labels(previous: np.ndarray, current: np.ndarray, num_clusters: int) -> np.ndarray:
+    """Renumber ``current`` labels so that each cluster takes the id of the ``previous`` cluster it
+    overlaps most, one-to-one (Hungarian matching on the ``(K, K)`` token-overlap counts).
+
+    Args:
+        previous, current: label maps of equal shape with ids in ``[0, num_clusters)``.
+
+    Returns:
+        ``current`` renumbered (same partition, new ids).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    overlap = np.zeros((num_clusters, num_clusters), dtype=np.int64)  # [previous id, current id]
+    np.add.at(overlap, (previous.ravel(), current.ravel()), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    new_id = np.empty(num_clusters, dtype=np.int64)
+    new_id[cols] = rows
+    return new_id[current]
+
+
 def cluster_study(
     self_maps: torch.Tensor,
     grid: tuple[int, int],
@@ -242,17 +324,21 @@ def cluster_study(
     cross_maps: torch.Tensor | None = None,
     word_spans: Sequence[tuple[str, int, int]] = (),
     seed: int = 1,
+    stable_ids: bool = True,
 ) -> ClusterStudy:
     """Cluster each frame's tokens by their averaged self-attention rows (official ``sd_study``).
 
     Per frame: PCA (3 components, min-max normalised to RGB) and KMeans (``n_init=10``, seeded) on the
-    ``(N, N)`` matrix of attention rows. Clusters, in order, take the unassigned word with the highest mean
-    cross-attention inside them. (The official code first looks for a word scoring above 0.1 and otherwise
-    forces the best unassigned one, which is the same choice.)
+    ``(N, N)`` matrix of attention rows. With ``stable_ids`` each frame's clusters are renumbered after
+    the previous frame's (:func:`match_labels`; the official code keeps KMeans' arbitrary numbers). Clusters,
+    in order, take the unassigned word with the highest mean cross-attention inside them. (The official
+    code first looks for a word scoring above 0.1 and otherwise forces the best unassigned one, which is
+    the same choice.)
 
     Args:
         self_maps: ``(F, N, N)`` averaged per-frame self-attention probabilities.
         cross_maps: ``(F, N, 77)`` averaged cross-attention probabilities (for the word matching).
+        stable_ids: renumber clusters over time (see above).
     """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
@@ -271,6 +357,8 @@ def cluster_study(
         rgb[:, : comps.shape[1]] = comps
         pca_images[f] = (rgb * 255).round().astype(np.uint8).reshape(h, w, 3)
         lab = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(feats)
+        if stable_ids and f > 0:
+            lab = match_labels(labels[f - 1].ravel(), lab, num_clusters)
         labels[f] = lab.reshape(h, w)
         assigned: dict[int, str] = {}
         if cross_maps is not None and word_spans:

@@ -9,9 +9,9 @@
       control/00000.png ..., control/control.mp4          ControlNet condition maps
       masks/<region>/00000.png ...    region masks at the working size (VideoGrain layout)
       infer_samples/input/00000.png ..., input.mp4        input frames
-      infer_samples/masked_video.mp4  coloured region overlay, to check mask coverage
+      infer_samples/masked_video.mp4, masked_video/00000.png ...   coloured region overlay with a legend
       sample/<edit>.mp4, sample/<edit>/00000.png ...      each edit (edit<i>_seed<s>)
-      sample/comparison.mp4           side by side: input | edit 0 | edit 1 | ...
+      sample/comparison.mp4           side by side: input | edit 0 | edit 1 | ..., labelled with the prompts
       sample/edits.json               prompt, local prompts and seed of every edit
       metrics.json                    timings per stage, peak memory, seeds, versions, git revision
       MANIFEST.json                   every file above with its size and SHA-256
@@ -53,7 +53,7 @@ from videoedit.io.manifest import (
     verify_manifest,
 )
 from videoedit.io.masks import write_masks
-from videoedit.io.visualize import overlay_masks, side_by_side
+from videoedit.io.visualize import add_legend, overlay_masks, prompt_label, side_by_side
 from videoedit.io.writers import write_frames, write_mp4
 from videoedit.numerics import json_safe
 
@@ -245,9 +245,12 @@ class RunDirectory:
         write_mp4(self._out("control/control.mp4"), maps, self.fps)
 
     def write_masks(self, frames: np.ndarray, masks: np.ndarray, regions: Sequence[str]) -> None:
-        """``masks/<region>/*.png`` and the coverage overlay ``infer_samples/masked_video.mp4``."""
+        """``masks/<region>/*.png`` and the coverage overlay with a legend of the regions' names and
+        colours, as ``infer_samples/masked_video.mp4`` and ``infer_samples/masked_video/00000.png ...``."""
         write_masks(self._out("masks"), masks, regions, list(range(len(frames))))
-        write_mp4(self._out("infer_samples/masked_video.mp4"), overlay_masks(frames, masks), self.fps)
+        overlay = add_legend(overlay_masks(frames, masks), regions)
+        write_frames(self._out("infer_samples/masked_video"), overlay)
+        write_mp4(self._out("infer_samples/masked_video.mp4"), overlay, self.fps)
 
     def write_edit(self, name: str, frames: np.ndarray) -> Path:
         """``sample/<name>.mp4`` and ``sample/<name>/00000.png ...``."""
@@ -270,8 +273,25 @@ class RunDirectory:
             with atomic_path(self._out(rel)) as tmp:
                 np.save(tmp, np.asarray(array))
 
-    def write_comparison(self, videos: Sequence[np.ndarray], labels: Sequence[str]) -> Path:
-        return write_mp4(self._out("sample/comparison.mp4"), side_by_side(videos, labels), self.fps)
+    def write_comparison(
+        self,
+        videos: Sequence[np.ndarray],
+        labels: Sequence[str],
+        prompts: Sequence[str | None] | None = None,
+        max_prompt_chars: int = 60,
+    ) -> Path:
+        """``sample/comparison.mp4``: the videos side by side under their labels.
+
+        Args:
+            videos: ``(F, H, W, 3)`` uint8 each (e.g. the input, then every edit).
+            labels: one per video (``input``, ``edit0_seed0``...).
+            prompts: one per video (``None``/``""`` for none, e.g. the input's empty source prompt):
+                each label becomes ``"<label>: <prompt shortened to max_prompt_chars>"``, wrapped.
+        """
+        if prompts is not None:
+            labels = [prompt_label(lab, p, max_prompt_chars) for lab, p in zip(labels, prompts, strict=True)]
+        grid = side_by_side(videos, labels, wrap=prompts is not None)
+        return write_mp4(self._out("sample/comparison.mp4"), grid, self.fps)
 
     def write_edits_index(self, edits: Sequence[Mapping[str, Any]]) -> Path:
         return write_json(self._out("sample/edits.json"), list(edits))

@@ -1,4 +1,5 @@
-"""Small visualisations written into the result tree: mask overlays and labelled side-by-side grids."""
+"""Small visualisations written into the result tree: mask overlays with a legend (and the user's
+boxes/points), and labelled side-by-side grids."""
 
 from __future__ import annotations
 
@@ -43,6 +44,96 @@ def overlay_masks(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> 
     covered = (count > 0).transpose(0, 2, 3, 1)
     out = np.where(covered, (1 - alpha) * out + alpha * color, 0.35 * out)
     return out.round().clip(0, 255).astype(np.uint8)
+
+
+def region_color(index: int) -> tuple[int, int, int]:
+    """The colour of region ``index`` in overlays, legends and cluster maps (cycled)."""
+    return tuple(int(c) for c in REGION_COLORS[index % len(REGION_COLORS)])
+
+
+def legend_bar(names: Sequence[str], width: int, frame_height: int | None = None) -> np.ndarray:
+    """A black bar ``(h, width, 3)`` uint8 naming each region next to a swatch of its colour.
+
+    Entries flow left to right and wrap onto more lines when ``width`` is too narrow; entry ``i`` has
+    :func:`region_color` ``(i)``, as in :func:`overlay_masks`. The font scales with ``frame_height``
+    (default ``width``), at least 9 px.
+    """
+    size = max(9, min(18, (frame_height or width) // 20))
+    font = _font(size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    swatch, gap, pad = size, 4, 3
+    lines: list[list[tuple[int, str, float]]] = [[]]
+    x = pad
+    for i, name in enumerate(names):
+        entry = swatch + gap + measure.textlength(str(name), font=font) + 2 * gap
+        if lines[-1] and x + entry > width - pad:
+            lines.append([])
+            x = pad
+        lines[-1].append((i, str(name), x))
+        x += entry
+    line_height = size + 2 * pad
+    bar = Image.new("RGB", (width, line_height * len(lines)), (0, 0, 0))
+    pen = ImageDraw.Draw(bar)
+    for row, entries in enumerate(lines):
+        top = row * line_height + pad
+        for i, name, left in entries:
+            pen.rectangle([left, top, left + swatch - 1, top + swatch - 1], fill=region_color(i))
+            pen.text((left + swatch + gap, top), name, fill=(255, 255, 255), font=font)
+    return np.asarray(bar)
+
+
+def add_legend(frames: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """``(F, H, W, 3)`` frames with :func:`legend_bar` of ``names`` below them: ``(F, H + h, W, 3)``."""
+    bar = legend_bar(names, frames.shape[2], frames.shape[1])
+    return np.concatenate([frames, np.repeat(bar[None], len(frames), axis=0)], axis=1)
+
+
+def draw_prompts(
+    frame: np.ndarray,
+    color: tuple[int, int, int],
+    box: Sequence[float] | None = None,
+    points: Sequence[Sequence[float]] = (),
+    labels: Sequence[int] = (),
+) -> np.ndarray:
+    """Draw a user's box (outline) and points (filled disc = inside, cross = outside) on ``frame``.
+
+    Args:
+        frame: ``(H, W, 3)`` uint8 (a copy is drawn on and returned).
+        color: the region's colour; shapes get a 1 px black outline to stay visible on any colour.
+        box: ``(x0, y0, x1, y1)`` pixels; points: ``(x, y)`` pixels; labels: 1 inside, 0 outside.
+    """
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    pen = ImageDraw.Draw(image)
+    thick = max(2, min(frame.shape[:2]) // 128)
+    if box is not None:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        pen.rectangle([x0 - 1, y0 - 1, x1 + 1, y1 + 1], outline=(0, 0, 0), width=thick + 2)
+        pen.rectangle([x0, y0, x1, y1], outline=tuple(color), width=thick)
+    radius = 2 * thick + 1
+    for (x, y), label in zip(points, labels or [1] * len(points)):
+        if label:
+            pen.ellipse(
+                [x - radius, y - radius, x + radius, y + radius], fill=tuple(color), outline=(0, 0, 0)
+            )
+        else:
+            for dx in (-radius, radius):
+                pen.line([x - dx, y - radius, x + dx, y + radius], fill=(0, 0, 0), width=thick + 2)
+                pen.line([x - dx, y - radius, x + dx, y + radius], fill=tuple(color), width=thick)
+    return np.asarray(image)
+
+
+def shorten(text: str, max_chars: int = 60) -> str:
+    """``text`` cut at a word boundary to at most ``max_chars`` characters, with "..." when cut."""
+    text = " ".join(str(text).split())
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1].rsplit(" ", 1)[0] if " " in text[: max_chars - 1] else text[: max_chars - 1]
+    return cut.rstrip(" ,;:") + "..."
+
+
+def prompt_label(name: str, prompt: str | None, max_chars: int = 60) -> str:
+    """A grid label: ``"edit0_seed0: a watercolor painting of…"`` (``name`` alone without a prompt)."""
+    return f"{name}: {shorten(prompt, max_chars)}" if prompt else name
 
 
 def _font(size: int) -> ImageFont.ImageFont:
