@@ -32,10 +32,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save
+from common import add_record_argument, machine, result_path, save
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
 
 
@@ -336,6 +335,8 @@ def main() -> None:
             p.add_argument("--malloc-mmap-threshold", type=int, default=None)
         else:
             p.add_argument("--mode", default="streaming")
+    for p in sub.choices.values():
+        add_record_argument(p)
     args = parser.parse_args()
     if args.command == "memory-child":
         print(json.dumps(memory_child(args)))
@@ -350,7 +351,7 @@ def main() -> None:
     suffix = f"_{args.model}" if args.command == "lockstep" else ""
     if args.command == "memory":
         suffix = f"_{args.size}px" + ("_mmap" if args.malloc_mmap_threshold else "")
-    save(result, RESULTS / f"dualflow_{args.command}{suffix}.json")
+    save(result, result_path(f"dualflow_{args.command}{suffix}.json", args.record))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_record_argument, result_path  # noqa: E402
 
 
 def worker(mode: str, frames: int, keyframes: int, size: int, steps: int) -> dict:
@@ -95,9 +96,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--modes", nargs="+", default=["keyframe", "keyframe+refine", "ddim"])
     parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "keyframe_propagate_tiny.json")
+        "--out",
+        default=None,
+        help="default: keyframe_propagate_tiny.json in benchmarks/runs (--record: results)",
     )
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "FRAMES"), help=argparse.SUPPRESS)
+    add_record_argument(parser)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.keyframes, args.size, args.steps)))
@@ -134,7 +138,7 @@ def main() -> None:
             run["load_average"] = os.getloadavg()
             print(json.dumps(run), flush=True)
             results["runs"].append(run)
-    save(results, args.out)
+    save(results, result_path("keyframe_propagate_tiny.json", args.record, args.out))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from annotators.propagation import FlowMaskPropagator
 from annotators.sam import grabcut_segment, mask_iou
-from benchmarks.common import machine, save
+from benchmarks.common import add_record_argument, machine, result_path, save
 from videoedit.motion import DISFlow
 
 SEQUENCES = ("blackswan", "car-turn", "lucia", "dance-twirl", "car-shadow", "tennis")
@@ -59,8 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "results" / "mask_propagation_davis.json")
+        "--out",
+        default=None,
+        help="default: mask_propagation_davis.json in benchmarks/runs (--record: results)",
     )
+    add_record_argument(parser)
     args = parser.parse_args()
     results: dict = {
         "machine": {**machine(), "load_average_start": os.getloadavg()},
@@ -94,7 +97,7 @@ def main() -> None:
         r["flow+color"] > r["copy"] for r in results["sequences"].values()
     )
     results["machine"]["load_average_end"] = os.getloadavg()
-    save(results, args.out)
+    save(results, result_path("mask_propagation_davis.json", args.record, args.out))
 
 
 if __name__ == "__main__":

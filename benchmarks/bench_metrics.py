@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mib, save, timed
+from common import add_record_argument, machine, peak_rss_mib, result_path, save, timed
 
 from videoedit.data.synthetic import TwoFiguresClip
 from videoedit.metrics.clip_score import OpenClipEncoder, clip_scores
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--clip", action="store_true")
     parser.add_argument("--out", default=None)
+    add_record_argument(parser)
     args = parser.parse_args()
 
     source_video = TwoFiguresClip(num_frames=args.frames, height=args.size, width=args.size).load()
@@ -72,7 +73,7 @@ def main() -> None:
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     results["load_average_after"] = os.getloadavg()
     results["torch_threads"] = torch.get_num_threads()
-    out = args.out or Path(__file__).parent / "results" / f"metrics_{args.frames}x{args.size}.json"
+    out = result_path(f"metrics_{args.frames}x{args.size}.json", args.record, args.out)
     save(results, out)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ForwardClock, machine, peak_rss_mib, save, timed
+from common import ForwardClock, add_record_argument, machine, peak_rss_mib, result_path, save, timed
 
 from videoedit.data.synthetic import render_two_figures
 from videoedit.io.transforms import frames_to_tensor
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", default=None)
+    add_record_argument(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
     results: dict = {"config": vars(args), "machine": machine(), "seconds": {}}
@@ -85,7 +86,7 @@ def main() -> None:
     # what our code adds: wall time of inversion + sampling outside the UNet, ControlNet and VAE forwards
     results["overhead_fraction"] = round((wall - net - vae_clock.seconds) / net, 4)
     results["peak_rss_mib"] = round(peak_rss_mib())
-    save(results, args.out or Path(__file__).parent / "results" / f"pipeline_{args.model}.json")
+    save(results, result_path(f"pipeline_{args.model}.json", args.record, args.out))
 
 
 if __name__ == "__main__":

@@ -24,14 +24,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from annotators.pose import MediapipePose
-from benchmarks.common import machine, save
+from benchmarks.common import add_record_argument, machine, result_path, save
 from videoedit.io.transforms import ResizeSpec
 from videoedit.io.video import FrameSampling, read_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PERSON = ("lucia", "dance-twirl", "tennis")
 NO_PERSON = ("blackswan", "car-turn", "car-shadow")
-RESULTS = Path(__file__).parent / "results"
+RECORD = False  # --record: write into benchmarks/results (set by the command line)
 
 
 def load(seq: str, size: str) -> np.ndarray:
@@ -58,7 +58,9 @@ def example_image(maps: np.ndarray, frames: np.ndarray) -> None:
         panels.append(np.asarray(im.resize((round(im.width * 256 / im.height), 256), Image.BILINEAR)))
     gap = np.full((256, 6, 3), 255, np.uint8)
     image = Image.fromarray(np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1))
-    image.quantize(colors=96).save(RESULTS / "pose_offline_example.png", optimize=True)  # keep it small
+    path = result_path("pose_offline_example.png", RECORD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.quantize(colors=96).save(path, optimize=True)  # keep it small
 
 
 def main() -> None:
@@ -86,8 +88,15 @@ def main() -> None:
     default = results["rates"]["native | default (video, presence 0.98)"]
     results["blackswan empty (default)"] = default["blackswan"] == 0.0
     results["machine"]["load_average_end"] = os.getloadavg()
-    save(results, RESULTS / "pose_offline_davis.json")
+    save(results, result_path("pose_offline_davis.json", RECORD))
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_record_argument(parser)
+    RECORD = parser.parse_args().record
     main()

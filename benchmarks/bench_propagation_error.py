@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save
+from common import add_record_argument, machine, result_path, save
 
 from videoedit.io.video import FrameSampling, read_video
 from videoedit.motion import DISFlow, video_flows
@@ -73,7 +73,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=25)
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--keyframes", type=int, nargs="+", default=[7, 4])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "propagation_error.json"))
+    parser.add_argument("--out", default=None, help="default: propagation_error.json in benchmarks/runs")
+    add_record_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: dict = {"config": vars(args), "machine": machine(), "clips": {}}
@@ -117,7 +118,7 @@ def main() -> None:
             for v in ("copy", "crossfade", *VARIANTS)
         }
     results["mean_over_clips"] = summary
-    save(results, args.out)
+    save(results, result_path("propagation_error.json", args.record, args.out))
 
 
 if __name__ == "__main__":

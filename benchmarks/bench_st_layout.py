@@ -26,6 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_record_argument, result_path
+
 HEADS, DIM = 8, 40
 
 
@@ -115,7 +118,8 @@ def main() -> None:
     parser.add_argument(
         "--case", nargs=4, metavar=("VARIANT", "FRAMES", "GRID", "BUDGET"), help=argparse.SUPPRESS
     )
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "st_layout.json"))
+    parser.add_argument("--out", default=None, help="default: st_layout.json in benchmarks/runs")
+    add_record_argument(parser)
     args = parser.parse_args()
     if args.case:
         variant, frames, grid, budget = args.case
@@ -136,8 +140,9 @@ def main() -> None:
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         print(row, flush=True)
         results.append(row)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
+    out = result_path("st_layout.json", args.record, args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
         json.dumps({"heads": HEADS, "dim": DIM, "budget_mb": args.budget_mb, "results": results}, indent=2)
         + "\n"
     )

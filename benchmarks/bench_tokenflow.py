@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save
+from common import add_record_argument, machine, result_path, save
 
 IMPLS = ("ours", "window", "naive")
 
@@ -146,8 +146,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="denoising steps (the first is a warm-up)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tokenflow_tiny_cpu.json"))
+    parser.add_argument("--out", default=None, help="default: tokenflow_tiny_cpu.json in benchmarks/runs")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "FRAMES"), help=argparse.SUPPRESS)
+    add_record_argument(parser)
     args = parser.parse_args()
     if args.worker:
         impl, frames = args.worker
@@ -184,7 +185,7 @@ def main() -> None:
             },
             "rows": rows,
         },
-        args.out,
+        result_path("tokenflow_tiny_cpu.json", args.record, args.out),
     )
 
 

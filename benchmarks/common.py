@@ -1,7 +1,13 @@
-"""Helpers shared by the benchmark scripts (not imported by the package)."""
+"""Helpers shared by the benchmark scripts (not imported by the package).
+
+Where results go: every script writes into ``benchmarks/runs/`` (untracked, ignored by git) unless it is
+run with ``--record``, which writes into ``benchmarks/results/`` (tracked: the numbers
+``benchmarks/README.md`` quotes). An explicit ``--out`` always wins.
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import platform
@@ -11,6 +17,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parent
+RECORDED = BENCHMARKS / "results"  # tracked: what benchmarks/README.md quotes
+SCRATCH = BENCHMARKS / "runs"  # untracked (.gitignore): every run without --record
+
+
+def add_record_argument(parser: argparse.ArgumentParser) -> None:
+    """``--record``: write into ``benchmarks/results/`` (tracked) instead of ``benchmarks/runs/``."""
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write the results into benchmarks/results/ (tracked, quoted by benchmarks/README.md); "
+        "default: benchmarks/runs/ (untracked)",
+    )
+
+
+def results_dir(record: bool) -> Path:
+    """``benchmarks/results`` with ``--record``, else ``benchmarks/runs``."""
+    return RECORDED if record else SCRATCH
+
+
+def result_path(name: str, record: bool, out: str | Path | None = None) -> Path:
+    """Where a result file goes: ``out`` if given, else ``name`` in :func:`results_dir`."""
+    return Path(out) if out else results_dir(record) / name
 
 
 class ForwardClock:
