@@ -110,6 +110,7 @@ def edit_video(
         VideoEditError: bad input, with a message saying what to do (before any model loads).
     """
     from videoedit.edit import edit
+    from videoedit.tracking import ExperimentTracker, log_finished_run
 
     composed: list[str] = []
     if experiment:
@@ -130,4 +131,7 @@ def edit_video(
         output_dir = root / str(cfg.experiment_name) / run_id()
     else:
         ensure_output_root(Path(output_dir).parent)
-    return edit(cfg, output_dir)
+    tracker = ExperimentTracker.from_config(cfg.get("tracking"))  # +tracking=...: checked before the run
+    result = edit(cfg, output_dir)
+    log_finished_run(tracker, cfg, result)
+    return result

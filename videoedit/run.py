@@ -39,9 +39,11 @@ def _task(cfg: DictConfig) -> None:
 
     from videoedit.edit import edit
     from videoedit.sweeps import job_owner, launch_rank, record_overrides, runs_jobs_alone
+    from videoedit.tracking import ExperimentTracker, log_finished_run
 
     hydra_cfg = HydraConfig.get()
     try:
+        tracker = ExperimentTracker.from_config(cfg.get("tracking"))  # +tracking=...: checked before the run
         alone = False  # sweep_split=jobs under accelerate/torchrun: this process runs whole jobs alone
         if hydra_cfg.mode == RunMode.MULTIRUN and runs_jobs_alone(cfg):
             rank, world = launch_rank()
@@ -51,6 +53,7 @@ def _task(cfg: DictConfig) -> None:
             record_overrides(hydra_cfg.runtime.output_dir, hydra_cfg.overrides.task)
             alone = True
         result = edit(cfg, hydra_cfg.runtime.output_dir, alone=alone)
+        log_finished_run(tracker, cfg, result)
     except VideoEditError as err:  # bad input: the message says what to do; no traceback needed
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

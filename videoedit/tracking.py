@@ -8,6 +8,10 @@ A run logs its config, its timings, memory and quality metrics, and its edited v
         tracker.log_run(metrics, {"edit0_seed0": frames}, fps=8)      # after metrics.json is written
         tracker.end()
 
+The entry points (``videoedit run``/``run.py`` and :func:`videoedit.api.edit_video`) do this around
+``edit()``: the tracker is built (and its package checked) before the run, the finished run is logged
+after it (:func:`log_finished_run`).
+
 Turn it on with a config of the ``tracking`` group (not in the default config: off unless asked for):
 ``videoedit run +tracking=tensorboard ...`` (logs under ``<output_root>/tensorboard``; view with
 ``tensorboard --logdir outputs/tensorboard``) or ``+tracking=wandb`` (``pip install wandb``; ``wandb login``,
@@ -204,3 +208,31 @@ class ExperimentTracker:
         if self.log_videos:
             for name, frames in videos.items():
                 self.log_video(f"edit/{name}", frames, fps)
+
+
+def log_finished_run(tracker: ExperimentTracker | None, cfg: Mapping[str, Any], result: Any) -> bool:
+    """Log a finished :class:`~videoedit.edit.RunResult` of ``cfg`` (config, metrics, timings, memory,
+    edits) and close the tracker. Nothing happens without a tracker, for a skipped run, or on processes
+    other than the one that wrote the result tree. Returns whether the run was logged.
+
+    The run's name is its folder relative to ``paths.output_root`` (``instance_edit/<run_id>``, or
+    ``<experiment>/multirun/<run_id>/<job>`` in a sweep).
+    """
+    from pathlib import Path
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if tracker is None or result.skipped or result.metrics.get("edits") is None:
+        return False
+    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    folder = Path(result.output_dir).resolve()
+    try:
+        name = folder.relative_to(Path(config["paths"]["output_root"]).resolve()).as_posix()
+    except (KeyError, TypeError, ValueError):
+        name = folder.name
+    with tracker:
+        tracker.start(config, run_name=name)
+        tracker.log_run(
+            result.metrics, result.edits, float(result.metrics.get("video", {}).get("fps") or 8.0)
+        )
+    return True
