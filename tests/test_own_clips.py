@@ -199,9 +199,9 @@ def test_readme_own_clip_recipe_on_a_davis_clip(shared_data, tmp_path):
     iou = (person & gt).sum((1, 2)) / (person | gt).sum((1, 2))
     assert iou.min() > 0.5, iou  # GrabCut + flow propagation without weights
     assert (tmp_path / "clip_masks" / "overlay.mp4").is_file()
-    small = [
+    small = [  # the masks cover 8 frames; the edit reads the first 4 (the masks of those are read)
         "model=tiny",
-        "data.num_frames=8",
+        "data.num_frames=4",
         "data.resize.height=128",
         "data.resize.width=256",
         "method.num_inference_steps=3",
