@@ -557,7 +557,11 @@ def write_results(
                 }
             )
         run.write_edits_index(listing)
-        run.write_comparison([inputs.frames_u8, *edits.values()], ["input", *edits.keys()])
+        run.write_comparison(  # labelled "<name>: <shortened prompt>" (the input: its source prompt)
+            [inputs.frames_u8, *edits.values()],
+            ["input", *edits.keys()],
+            prompts=[plan.source.prompt, *(entry["prompt"] for entry in listing)],
+        )
     with timer("metrics"):  # quality metrics (videoedit/metrics/evaluate.py); never fail the run
         source = plan.source
         metrics["quality"] = evaluate_edits(
