@@ -1,7 +1,7 @@
 """Cost of the integrity checks: finite-value checks per step, cache checksums, run manifests.
 
-    python benchmarks/bench_integrity.py                     # prints the numbers
-    python benchmarks/bench_integrity.py --record            # also writes results/integrity.json
+    python benchmarks/bench_integrity.py                     # prints them, writes runs/integrity.json
+    python benchmarks/bench_integrity.py --record            # writes results/integrity.json (else runs/)
 
 Sizes are SD-1.5's at 512 px: latents ``(F, 4, 64, 64)``; the inversion cache entry holds 51 of them
 (50 DDIM steps + the clean latents), as VideoGrain's 50-step inversion does; the result tree holds the
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save
+from common import add_record_argument, machine, result_path, save
 
 from videoedit.inversion.cache import InversionCache, tensor_digest
 from videoedit.inversion.ddim import InversionOutput
@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/integrity.json")
+    add_record_argument(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
     results: dict = {"frames": args.frames, "steps": args.steps, "machine": machine()}
@@ -92,16 +92,7 @@ def main() -> None:
         results["mark_complete_with_manifest_s"] = round(time.perf_counter() - start, 3)
         results["verify_s"] = round(best_of(lambda: RunDirectory(tmp / "run").verify(), 3), 3)
         assert RunDirectory(tmp / "run").verify() == []
-    print_or_record(results, args.record)
-
-
-def print_or_record(results: dict, record: bool) -> None:
-    if record:
-        save(results, Path(__file__).parent / "results" / "integrity.json")
-    else:
-        import json
-
-        print(json.dumps(results, indent=2))
+    save(results, result_path("integrity.json", args.record))  # benchmarks/runs/ unless --record
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def test_result_tree_overlay_has_a_legend_and_png_frames(tmp_path):
     masks[:, 0, :32] = True
     masks[:, 1, 32:] = True
     run.write_masks(frames, masks, ["man", "bg"])
+    run.mark_complete()  # staged files move into the tree
     png = np.asarray(Image.open(tmp_path / "run" / "infer_samples" / "masked_video" / "00002.png"))
     assert png.shape[0] > 64 and png.shape[1] == 64  # the frame, then the legend
     assert _has_swatch(png[64:], region_color(0), 9) and _has_swatch(png[64:], region_color(1), 9)
