@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import add_record_argument, results_dir  # noqa: E402
 
 
 def _rss_mib() -> float:
@@ -208,7 +210,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--grid", type=int, default=16)
     parser.add_argument("--budget-mb", type=int, default=256)
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/ (tracked)")
+    add_record_argument(parser)
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -247,7 +249,7 @@ def main() -> None:
         "results": rows,
         "summary": summary,
     }
-    folder = HERE / ("results" if args.record else "runs")
+    folder = results_dir(args.record)
     folder.mkdir(exist_ok=True)
     path = folder / f"wan_{args.what}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
