@@ -59,7 +59,7 @@ class ColorModel:
         self.log_ratio_table = (np.log(self.fg) - np.log(self.bg)).astype(np.float32)
 
     def cells(self, image: np.ndarray) -> np.ndarray:
-        q = image.astype(np.int64) * self.bins // 256
+        q = image.astype(np.int32) * self.bins // 256
         return (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
 
     def likelihood_ratio(self, image: np.ndarray) -> np.ndarray:
@@ -240,7 +240,7 @@ class AdaptiveParams:
     cell: int = 8
     cell_radius: int = 3
     splat_close: int = 2
-    anchor_min_confidence: float = 0.0
+    anchor_min_confidence: float = 0.9
 
 
 class AdaptiveMaskStep:

@@ -1,21 +1,30 @@
 """Propagating keyframe masks through a video.
 
-:class:`FlowMaskPropagator` (weight-free unless SAM weights are given): the mask of frame ``t-1`` is
-backward-warped into frame ``t`` with the optical flow ``t -> t-1`` (RAFT when its weights exist, OpenCV
-DIS otherwise; conventions of :mod:`videoedit.motion`), then
+:class:`FlowMaskPropagator` (weight-free unless SAM weights are given) carries each keyframe's mask from
+frame to frame along the optical flow (RAFT when its weights exist, OpenCV DIS otherwise; conventions of
+:mod:`videoedit.motion`), refined at every step by
 
+* ``refine="adaptive"`` (default): the tracker of :mod:`annotators.mask_refine`: the previous mask
+  warped with the flow ``t -> t-1`` and intersected with its forward splat (no label dragged into
+  revealed background), disocclusions near the boundary found by a forward-backward check and given a
+  background-leaning prior, colour evidence from the keyframe's histograms mixed with local per-cell
+  histograms (re-anchored on confident frames: the leak control against similar background), a guided
+  filter snapping the boundary to image edges. Flows at 240 lines by default (``flow_scale``);
+* ``refine="color"`` (the default before 2026-12): the mask of frame ``t-1`` backward-warped, then a
+  Bayesian update near the warped boundary with the keyframe's colour model: the warped mask, blurred
+  by ``prior_sigma``, is the prior, the ratio of the keyframe's foreground/background RGB histograms
+  (raised to ``color_weight``) the likelihood; pixels whose posterior is > 0.5 are inside;
 * ``refine="threshold"``: kept where the warped (bilinear) mask is > 0.5;
-* ``refine="color"`` (default): a Bayesian update near the warped boundary with a colour model of the
-  keyframe: the warped mask, blurred by ``prior_sigma``, is the prior, the ratio of the keyframe's
-  foreground/background RGB histograms (raised to ``color_weight``) the likelihood; pixels whose
-  posterior is > 0.5 are inside. This stops the drift of plain warping (disoccluded background
-  dragged along behind a moving person, thin parts lost) without any weights;
 * with a :class:`~annotators.sam.SamSegmenter` (SAM weights), SAM re-segments each frame from the box
   and the innermost point of that mask, and its candidate closest to the mask replaces it when their
   IoU is at least ``sam_min_iou`` (guarding against SAM jumping to another object).
 
-Frames between keyframes take the mask propagated from the nearer keyframe (forward from the one
-before, backward from the one after). Quality on DAVIS: ``benchmarks/bench_mask_propagation.py``.
+Frames between two keyframes are propagated from both and fused (``fusion="confidence"``, default):
+each chain's per-pixel probability is weighted by ``fusion_decay ** distance`` times the product of its
+steps' confidences, so the nearer and steadier keyframe wins; ``fusion="nearest"`` (the behaviour before
+2026-12) takes the nearer keyframe's chain only. ``refine="color", fusion="nearest"`` is the old
+propagator exactly. Quality and speed on DAVIS: ``benchmarks/bench_mask_propagation.py`` and
+``benchmarks/README.md``.
 
 :class:`Sam2VideoPropagator` uses SAM-2's video predictor when the ``sam2`` package and its weights are
 installed (not a dependency of this project: that path is untested here).
@@ -39,9 +48,11 @@ from annotators.common import module_available, resolve_device
 from annotators.mask_refine import AdaptiveMaskStep, AdaptiveParams, ColorModel
 from annotators.sam import SamSegmenter
 from videoedit.errors import ConfigError, ModelLoadError
-from videoedit.motion import FlowCache, FlowEstimator, build_flow_estimator, resize_flow, video_flows, warp
+from videoedit.motion import FlowCache, FlowEstimator, build_flow_estimator, video_flows, warp
 
 logger = logging.getLogger(__name__)
+
+FLOW_LINES = 240  # default flow resolution (short side) of the adaptive mode
 
 Refine = Literal["adaptive", "color", "threshold"]
 Fusion = Literal["confidence", "nearest"]
@@ -78,6 +89,20 @@ def mask_box(mask: np.ndarray, grow: float = 0.05) -> np.ndarray:
     return np.array([max(0, x0 - gx), max(0, y0 - gy), min(w, x1 + gx), min(h, y1 + gy)], dtype=np.float32)
 
 
+def full_flow(flow: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """One flow ``(2, h, w)`` (pixels at its own size) -> ``(H, W, 2)`` float32 numpy at ``size = (H, W)``
+    (bilinear, displacements rescaled)."""
+    out = flow.permute(1, 2, 0).numpy().astype(np.float32, copy=False)
+    height, width = size
+    h, w = out.shape[:2]
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(out)
+    out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+    out[..., 0] *= width / w
+    out[..., 1] *= height / h
+    return out
+
+
 class FlowMaskPropagator:
     """Keyframe masks -> masks on every frame, with optical flow (+ colour models, + SAM if given).
 
@@ -99,7 +124,8 @@ class FlowMaskPropagator:
             the chain's step confidences) or ``nearest`` (the nearer keyframe only; before 2026-12 the
             only behaviour).
         flow_scale: flows are estimated on frames resized by this factor and resized back (speed).
-            ``None``: 0.5 with ``adaptive``, 1.0 with ``color``/``threshold``.
+            ``None``: with ``adaptive``, the scale that brings the short side to 240 px (0.5 at 480p; 1
+            for smaller frames, never upsampled); 1.0 with ``color``/``threshold``.
         local_weight: ``adaptive``: share of the local colour model in the colour evidence (0 = the
             keyframe's global model only).
         occlusion_prior: ``adaptive``: prior probability of a disoccluded pixel near the boundary.
@@ -131,7 +157,7 @@ class FlowMaskPropagator:
         occlusion_band: float = 0.03,
         smooth_radius: int = 4,
         palette_size: int = 32,
-        anchor_min_confidence: float = 0.0,
+        anchor_min_confidence: float = 0.9,
         fusion_decay: float = 0.9,
     ) -> None:
         if refine not in ("adaptive", "color", "threshold"):
@@ -140,8 +166,7 @@ class FlowMaskPropagator:
             )
         if fusion not in ("confidence", "nearest"):
             raise ConfigError(f"mask propagation fusion must be 'confidence' or 'nearest', got {fusion!r}")
-        flow_scale = (0.5 if refine == "adaptive" else 1.0) if flow_scale is None else float(flow_scale)
-        if not 0.0 < flow_scale <= 1.0:
+        if flow_scale is not None and not 0.0 < flow_scale <= 1.0:
             raise ConfigError(f"mask propagation flow_scale must be in (0, 1], got {flow_scale}")
         if not 0.0 < fusion_decay <= 1.0:
             raise ConfigError(f"mask propagation fusion_decay must be in (0, 1], got {fusion_decay}")
@@ -153,7 +178,7 @@ class FlowMaskPropagator:
         self.flow: FlowEstimator = build_flow_estimator(flow_backend, raft_weights, resolve_device(device))
         self.refine = refine
         self.fusion = fusion
-        self.flow_scale = flow_scale
+        self.flow_scale = None if flow_scale is None else float(flow_scale)
         self.prior_sigma = float(prior_sigma)
         default_weight = 1.2 if refine == "adaptive" else 0.5
         self.color_weight = default_weight if color_weight is None else float(color_weight)
@@ -177,7 +202,7 @@ class FlowMaskPropagator:
         out = {
             "propagation": "flow",
             "flow": self.flow.settings(),
-            "flow_scale": self.flow_scale,
+            "flow_scale": "auto" if self.flow_scale is None else self.flow_scale,
             "refine": self.refine,
             "fusion": self.fusion,
             "prior_sigma": self.prior_sigma,
@@ -192,20 +217,24 @@ class FlowMaskPropagator:
             out["adaptive"] = asdict(self.adaptive)
         return out
 
+    def scale_for(self, height: int, width: int) -> float:
+        """The flow scale used for frames of this size (see ``flow_scale``)."""
+        if self.flow_scale is not None:
+            return self.flow_scale
+        return min(1.0, FLOW_LINES / min(height, width)) if self.refine == "adaptive" else 1.0
+
     def _flows(self, frames: np.ndarray, direction: Literal["forward", "backward"]) -> torch.Tensor:
-        """``(F-1, 2, H, W)`` flows between consecutive frames, estimated at ``flow_scale``."""
+        """``(F-1, 2, h, w)`` flows between consecutive frames, estimated (and returned) at the flow scale;
+        :func:`full_flow` brings one to the frames' size."""
         height, width = frames.shape[1:3]
+        scale = self.scale_for(height, width)
         small = frames
-        if self.flow_scale != 1.0:
-            size = (max(8, round(width * self.flow_scale)), max(8, round(height * self.flow_scale)))
+        if scale != 1.0:
+            size = (max(8, round(width * scale)), max(8, round(height * scale)))
             small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
         if self.flow_cache is not None:
-            flows = self.flow_cache.flows(small, self.flow, direction)
-        else:
-            flows = video_flows(small, self.flow, direction)
-        if small is not frames and len(flows):
-            flows = resize_flow(flows, (height, width), mode="bilinear")
-        return flows
+            return self.flow_cache.flows(small, self.flow, direction)
+        return video_flows(small, self.flow, direction)
 
     def step(
         self,
@@ -263,18 +292,15 @@ class FlowMaskPropagator:
         for t in targets:
             forward = t > key
             # back[i]: flow i+1 -> i; fwd[i]: flow i -> i+1
-            to_prev = back[t - 1] if forward else fwd[t]
-            from_prev = (fwd[t - 1] if forward else back[t]) if tracker is not None else None
+            size = frames.shape[1:3]
+            to_prev = full_flow(back[t - 1] if forward else fwd[t], size)
             confidence = 1.0
             if tracker is not None:
-                current = tracker(
-                    frames[t],
-                    to_prev.permute(1, 2, 0).numpy(),
-                    from_prev.permute(1, 2, 0).numpy(),
-                )
+                from_prev = full_flow(fwd[t - 1] if forward else back[t], size)
+                current = tracker(frames[t], to_prev, from_prev)
                 confidence = tracker.confidence
             else:
-                current = self.step(current, frames[t], to_prev, color)
+                current = self.step(current, frames[t], torch.from_numpy(to_prev).permute(2, 0, 1), color)
             refined = self._sam(frames[t], current)
             if tracker is not None and refined is current:
                 prob = tracker.probability
