@@ -18,9 +18,12 @@ propagator's older modes: warp + threshold, warp + keyframe colour model, neares
 sequence, the grid point that is best on the other five (mean of ``24`` and ``fr47``) scored on it.
 
 ``--runtime`` times ``propagate`` (flows included, no flow cache) on the 24 frames of each sequence at
-854x480 on ONE thread (torch and OpenCV), per propagated frame.
+854x480 on ONE thread (torch and OpenCV), per propagated frame. ``--two-man`` adds VideoGrain's two
+joggers (``../shared/data/videograin/run_two_man``, 16 frames, one mask per man), never used for tuning.
 
-    python benchmarks/bench_mask_propagation.py --runtime --loo    # about 15 min on a quiet 2-core machine
+    python benchmarks/bench_mask_propagation.py --runtime     # table + runtime
+    python benchmarks/bench_mask_propagation.py --loo --no-table --out benchmarks/results/mask_propagation_loo.json
+    python benchmarks/bench_mask_propagation.py --two-man --no-table --out benchmarks/results/mask_propagation_two_man.json
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from benchmarks.common import machine, save
 
 SEQUENCES = ("blackswan", "car-turn", "lucia", "dance-twirl", "car-shadow", "tennis")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+TWO_MAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "videograin" / "run_two_man"
 CLIPS = ("24", "fr47", "pp139")
 METHODS = {
     "threshold": {"refine": "threshold", "fusion": "nearest"},
@@ -163,6 +167,32 @@ def leave_one_out(frames: int, cache: str) -> dict:
     }
 
 
+def two_man() -> dict:
+    """Held out from all tuning: VideoGrain's two joggers (16 frames, 512x512, one mask per man), each
+    man propagated from frame 0 on the 16 frames and forward-then-reversed (31 frames)."""
+    n = len(list((TWO_MAN / "run_two_man").glob("*.png")))
+    images = np.stack(
+        [np.asarray(Image.open(TWO_MAN / "run_two_man" / f"{i:05d}.png").convert("RGB")) for i in range(n)]
+    )
+    out: dict = {"frames": n, "size": "512x512"}
+    for region in ("left_man", "right_man"):
+        gt = np.stack(
+            [
+                np.asarray(Image.open(TWO_MAN / "layout_masks" / region / f"{i:05d}.png")) > 127
+                for i in range(n)
+            ]
+        )
+        row: dict = {}
+        for kind, order in (("16", list(range(n))), ("fr31", list(range(n)) + list(range(n - 2, -1, -1)))):
+            row[f"copy {kind}"] = region_j(np.repeat(gt[:1], len(order), axis=0), gt[order])
+            for name, kwargs in METHODS.items():
+                prop = FlowMaskPropagator(flow_backend="dis", **kwargs)
+                row[f"{name} {kind}"] = region_j(prop.propagate(images[order], {0: gt[0]}), gt[order])
+        out[region] = {k: round(v, 3) for k, v in row.items()}
+        print("two_man", region, out[region], flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=24)
@@ -171,6 +201,9 @@ def main() -> None:
     parser.add_argument("--runtime", action="store_true", help="time every method on one thread")
     parser.add_argument("--loo", action="store_true", help="leave-one-out grid of the adaptive mode")
     parser.add_argument("--no-table", action="store_true", help="skip the per-method table")
+    parser.add_argument(
+        "--two-man", action="store_true", help="also the held-out VideoGrain two-joggers clip"
+    )
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "mask_propagation_davis.json")
     )
@@ -220,6 +253,8 @@ def main() -> None:
             }
         if args.loo:
             results["leave_one_out"] = leave_one_out(args.frames, cache)
+    if args.two_man:
+        results["two_man (held out)"] = two_man()
     if args.runtime:
         results["runtime"] = runtime(args.frames)
     results["machine"]["load_average_end"] = os.getloadavg()
