@@ -9,8 +9,8 @@ them by hand). Here masks are part of a run:
    is given, otherwise GrabCut from the box (weight-free); a given mask image is used as is;
 3. the keyframe masks are propagated through the clip: SAM-2's video predictor
    (``propagation="sam2"``, needs the ``sam2`` package) or optical flow
-   (:class:`~annotators.propagation.FlowMaskPropagator`: colour-refined warping, SAM re-segmentation
-   when SAM weights are given);
+   (:class:`~annotators.propagation.FlowMaskPropagator`: occlusion-aware warping refined by colour
+   models, SAM re-segmentation when SAM weights are given);
 4. optionally regions are made disjoint (a pixel in several regions goes to the smallest region over
    the clip, so ``eyes`` is cut out of ``man``: VideoGrain's part-editing layout) and a background
    region covering the rest is added;
@@ -194,10 +194,11 @@ class VideoMaskBuilder:
         background: name of a background region to add (overrides the prompts' ``background``).
         disjoint: make regions disjoint (overrides the prompts' ``disjoint``).
         sam_checkpoint: SAM weights (``.pth``); ``None`` = weight-free (GrabCut keyframes, flow
-            propagation with colour refinement).
+            propagation with the adaptive refinement).
         sam_model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny`` (random weights, tests).
         propagation: ``flow`` or ``sam2`` (needs the ``sam2`` package and ``sam2_config``/``sam2_checkpoint``).
-        refine: flow propagation: ``color`` or ``threshold``.
+        refine: flow propagation: ``adaptive`` (default), ``color`` or ``threshold`` (see
+            :class:`~annotators.propagation.FlowMaskPropagator`).
         flow_backend: ``auto`` (RAFT if its weights exist, else DIS), ``raft``, ``dis``.
         raft_weights: RAFT-large state dict for ``auto``/``raft``.
         sam2_config, sam2_checkpoint: SAM-2 model config name and weights.
@@ -213,7 +214,7 @@ class VideoMaskBuilder:
         sam_checkpoint: str | None = None,
         sam_model_type: str = "vit_b",
         propagation: Literal["flow", "sam2"] = "flow",
-        refine: Literal["color", "threshold"] = "color",
+        refine: Literal["adaptive", "color", "threshold"] = "adaptive",
         flow_backend: Literal["auto", "raft", "dis"] = "auto",
         raft_weights: str | None = None,
         sam2_config: str | None = None,
@@ -514,7 +515,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sam-checkpoint", help="SAM weights (.pth); without: GrabCut keyframes")
     parser.add_argument("--sam-model", default="vit_b", help="vit_h | vit_l | vit_b (| tiny: random, tests)")
     parser.add_argument("--propagation", choices=("flow", "sam2"), default="flow")
-    parser.add_argument("--refine", choices=("color", "threshold"), default="color")
+    parser.add_argument("--refine", choices=("adaptive", "color", "threshold"), default="adaptive")
     parser.add_argument("--flow", choices=("auto", "raft", "dis"), default="auto", help="flow backend")
     parser.add_argument("--sam2-config", help="SAM-2 model config (with --propagation sam2)")
     parser.add_argument("--sam2-checkpoint", help="SAM-2 weights (with --propagation sam2)")
