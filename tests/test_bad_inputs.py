@@ -130,18 +130,14 @@ def no_models(monkeypatch):
     import transformers
 
     import videoedit.edit
-    import videoedit.models
-    import videoedit.models.loading
-    import videoedit.models.tiny
     from videoedit.methods.inverting import InversionEditMethod
 
     def tripwire(*args, **kwargs):
         raise ModelBuilt("a model was built (or the inversion started) before the bad input was reported")
 
-    for module in (videoedit.models, videoedit.models.tiny, videoedit.models.loading):
-        for name in ("build_tiny_components", "load_stable_diffusion"):
-            if hasattr(module, name):
-                monkeypatch.setattr(module, name, tripwire)
+    # Class attributes and videoedit.edit's stages only: a module-level function patched here would be bound
+    # for good by any module first imported while the patch is active (from ... import name).
+    monkeypatch.setattr(videoedit.edit, "load_models", tripwire)  # every backbone's load
     monkeypatch.setattr(diffusers.ModelMixin, "__init__", tripwire)
     monkeypatch.setattr(transformers.PreTrainedModel, "__init__", tripwire)
     monkeypatch.setattr(InversionEditMethod, "invert", tripwire)

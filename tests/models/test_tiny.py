@@ -25,7 +25,7 @@ def test_has_sd15_topology(tiny_components):
         assert name in modules
     assert len(attention_layer_names(unet, "attn1")) == 16  # as SD-1.5
     assert len(attention_layer_names(unet, "attn2")) == 16
-    assert tiny_components.unet_downsample_factor() == 64
+    assert tiny_components.shape_rule().size_multiple == 64
 
 
 def test_controlnet_condition_changes_the_output(tiny_components):

@@ -246,7 +246,7 @@ def test_method_defaults_are_the_official_ones():
     assert (method.inversion.num_inversion_steps, method.inversion.noise_timestep) == (500, "next")
     assert (method.inversion.frame_batch_size, method.inversion.vae_sample) == (40, False)
     assert method.negative_prompt == OFFICIAL_NEGATIVE_PROMPT
-    opts = method.options
+    opts = method.options()
     assert (opts["batch_size"], opts["pnp_attn_t"], opts["pnp_f_t"]) == (8, 0.5, 0.8)
     assert (opts["keyframe_sampling"], opts["blend"], opts["init_latent"]) == (
         "random",
