@@ -288,10 +288,14 @@ class WanLayoutCrossAttnProcessor(WanAttnProcessor):
 def wan_layout_processors(
     transformer: torch.nn.Module, controller: WanLayoutController
 ) -> dict[str, WanAttnProcessor]:
-    """``{layer: processor}`` for every ``attn1``/``attn2`` of the transformer (one controller shared)."""
+    """``{layer: processor}`` for every ``attn1``/``attn2`` of the transformer's ``blocks`` (one controller
+    shared). Wan VACE's ``vace_blocks`` (its control branch) keep their own attention: the control hint they add
+    is computed as the model was trained."""
     out: dict[str, WanAttnProcessor] = {}
     for name in transformer.attn_processors:
         layer = name[: -len(".processor")]
+        if not layer.startswith("blocks."):
+            continue
         if layer.endswith(".attn1"):
             out[layer] = WanLayoutSelfAttnProcessor(controller)
         elif layer.endswith(".attn2"):

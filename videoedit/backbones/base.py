@@ -209,6 +209,9 @@ class Backbone(ABC):
     """
 
     family: ClassVar[str] = ""
+    #: how to get a backbone of this family that takes condition maps, for the message logged when the
+    #: ``controlnet`` group is ignored (e.g. Wan: its VACE model)
+    control_hint: ClassVar[str] = ""
 
     def __init__(self, acceleration: Acceleration | Mapping | None = None) -> None:
         if isinstance(acceleration, Acceleration):
@@ -221,6 +224,13 @@ class Backbone(ABC):
                     f"Bad model.acceleration settings {dict(acceleration or {})}: {err}. Keys: cpu_offload, "
                     "vae_slicing, vae_tiling, compile."
                 ) from err
+
+    @property
+    def accepts_control(self) -> bool:
+        """Whether the backbone takes condition maps (pose, depth...) selected by the ``controlnet`` config group:
+        through a ControlNet (SD) or a control branch inside the denoiser (Wan VACE). When it does not, the group
+        is ignored and no annotator runs."""
+        return False
 
     @abstractmethod
     def shape_rule(self) -> VideoShapeRule:

@@ -37,6 +37,10 @@ class StableDiffusion(Backbone):
 
     family: ClassVar[str] = "sd"
 
+    @property
+    def accepts_control(self) -> bool:
+        return True  # its ControlNet (controlnet=<name>), when one is configured
+
     def __init__(
         self,
         pretrained_model_name_or_path: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -101,6 +105,10 @@ class TinyStableDiffusion(Backbone):
     """
 
     family: ClassVar[str] = "sd"
+
+    @property
+    def accepts_control(self) -> bool:
+        return True  # its ControlNet (controlnet=<name>), when one is configured
 
     def __init__(
         self,

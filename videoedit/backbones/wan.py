@@ -1,8 +1,10 @@
-"""The ``wan`` family: Wan 2.1 text-to-video (a video diffusion transformer) through diffusers.
+"""The ``wan`` family: Wan 2.1 text-to-video (a video diffusion transformer) through diffusers, and Wan VACE (the
+same DiT plus a control branch that takes pose/depth/... condition maps).
 
-``configs/model/wan21_t2v_1_3b.yaml`` builds :class:`Wan21` (hub id or local folder), ``wan_tiny.yaml``
-:class:`TinyWan` (offline twin), ``wan21_1_3b_random.yaml`` :class:`RandomWan13B` (the 1.3B transformer's shapes,
-random weights, for cost measurements). Loading is in :mod:`videoedit.models.wan`; the family's base pipeline
+``configs/model/wan21_t2v_1_3b.yaml`` builds :class:`Wan21` (hub id or local folder), ``wan21_vace_1_3b.yaml`` the
+same with ``vace: true``, ``wan_tiny.yaml`` / ``wan_vace_tiny.yaml`` :class:`TinyWan` (offline twins),
+``wan21_1_3b_random.yaml`` :class:`RandomWan13B` (the 1.3B transformer's shapes, random weights, for cost
+measurements). Loading is in :mod:`videoedit.models.wan`; the family's base pipeline
 is :class:`~videoedit.pipelines.pipeline_wan.WanVideoEditPipeline`.
 """
 
@@ -15,11 +17,13 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from videoedit.backbones.base import Acceleration, Backbone, VideoShapeRule
+from videoedit.errors import ConfigError
 from videoedit.models.loading import find_local, read_local_config
 from videoedit.models.wan import (
     TINY_TRANSFORMER,
     TINY_VAE,
     WAN21_FLOW_SHIFT,
+    WAN21_T2V,
     WanComponents,
     build_random_wan_1_3b,
     build_tiny_wan,
@@ -32,30 +36,40 @@ from videoedit.models.wan import (
     wan_shape_rule,
 )
 
+_CONTROL_HINT = (
+    "pose/depth/canny control on Wan needs its VACE model: "
+    "model=wan21_vace_1_3b (or model=wan_vace_tiny offline)"
+)
+
 
 class Wan21(Backbone):
-    """Wan 2.1 T2V weights in diffusers layout, from a hub id or a local folder.
+    """Wan 2.1 T2V (or Wan VACE) weights in diffusers layout, from a hub id or a local folder.
 
     Args:
-        pretrained_model_name_or_path: hub id (``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``) or folder.
+        pretrained_model_name_or_path: hub id (``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``,
+            ``Wan-AI/Wan2.1-VACE-1.3B-diffusers``) or folder.
         dtype: the transformer's and text encoder's: ``auto`` (bf16 on CUDA, fp32 on the CPU), ``fp32``,
             ``fp16``, ``bf16``; the VAE is always fp32.
         model_root: a folder searched before the hub (``VIDEOEDIT_MODEL_ROOT``).
         revision, variant: hub revision and weights variant.
         shift: the flow shift (``None``: the model's scheduler config; 3.0 for 480p, 5.0 for 720p).
+        vace: the transformer is Wan VACE's (:class:`~diffusers.WanVACETransformer3DModel`): the run's
+            ``controlnet`` group then picks the condition maps its control branch takes.
         acceleration: :class:`~videoedit.backbones.base.Acceleration` switches.
     """
 
     family: ClassVar[str] = "wan"
+    control_hint: ClassVar[str] = _CONTROL_HINT
 
     def __init__(
         self,
-        pretrained_model_name_or_path: str = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        pretrained_model_name_or_path: str = WAN21_T2V,
         dtype: str = "auto",
         model_root: str | None = None,
         revision: str | None = None,
         variant: str | None = None,
         shift: float | None = None,
+        vace: bool = False,
         acceleration: Acceleration | Mapping | None = None,
     ) -> None:
         super().__init__(acceleration)
@@ -65,6 +79,11 @@ class Wan21(Backbone):
         self.revision = revision
         self.variant = variant
         self.shift = shift
+        self.vace = bool(vace)
+
+    @property
+    def accepts_control(self) -> bool:
+        return self.vace
 
     def _config(self, filename: str) -> dict | None:
         return read_local_config(self.pretrained_model_name_or_path, filename, self.model_root, self.revision)
@@ -104,10 +123,16 @@ class Wan21(Backbone):
             revision=self.revision,
             variant=self.variant,
             shift=self.shift,
+            vace=self.vace,
         )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": self.pretrained_model_name_or_path, "shift": self.shift}
+        return {
+            **super().describe(),
+            "model": self.pretrained_model_name_or_path,
+            "shift": self.shift,
+            "vace": self.vace,
+        }
 
 
 class TinyWan(Backbone):
@@ -118,22 +143,30 @@ class TinyWan(Backbone):
         seed: seeds every weight.
         tokenizer_cache_dir: where the offline tokenizer is built once.
         shift: the flow shift (Wan 2.1's 3.0).
+        vace: the transformer is a :class:`~diffusers.WanVACETransformer3DModel` (``model=wan_vace_tiny``).
         acceleration: :class:`~videoedit.backbones.base.Acceleration` switches.
     """
 
     family: ClassVar[str] = "wan"
+    control_hint: ClassVar[str] = _CONTROL_HINT
 
     def __init__(
         self,
         seed: int = 0,
         tokenizer_cache_dir: str | None = None,
         shift: float = WAN21_FLOW_SHIFT,
+        vace: bool = False,
         acceleration: Acceleration | Mapping | None = None,
     ) -> None:
         super().__init__(acceleration)
         self.seed = int(seed)
         self.tokenizer_cache_dir = tokenizer_cache_dir
         self.shift = float(shift)
+        self.vace = bool(vace)
+
+    @property
+    def accepts_control(self) -> bool:
+        return self.vace
 
     def shape_rule(self) -> VideoShapeRule:
         return wan_shape_rule(TINY_VAE, TINY_TRANSFORMER)
@@ -148,14 +181,35 @@ class TinyWan(Backbone):
         return wan_dtype(dtype, device)
 
     def load(self) -> WanComponents:
-        return build_tiny_wan(self.seed, self.tokenizer_cache_dir, self.shift)
+        return build_tiny_wan(self.seed, self.tokenizer_cache_dir, self.shift, vace=self.vace)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": "wan_tiny", "seed": self.seed}
+        return {
+            **super().describe(),
+            "model": "wan_vace_tiny" if self.vace else "wan_tiny",
+            "seed": self.seed,
+            "vace": self.vace,
+        }
 
 
 class RandomWan13B(TinyWan):
-    """The Wan 2.1 1.3B transformer's exact shapes with seeded random weights (cost measurements only)."""
+    """The Wan 2.1 1.3B transformer's exact shapes with seeded random weights (cost measurements only; T2V only:
+    ``vace=true`` is refused)."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        tokenizer_cache_dir: str | None = None,
+        shift: float = WAN21_FLOW_SHIFT,
+        vace: bool = False,
+        acceleration: Acceleration | Mapping | None = None,
+    ) -> None:
+        super().__init__(seed, tokenizer_cache_dir, shift, vace, acceleration)
+        if self.vace:
+            raise ConfigError(
+                "model.vace=true is not available for the 1.3B-shaped random model (T2V only): use "
+                "model=wan_vace_tiny offline, or model=wan21_vace_1_3b with weights."
+            )
 
     def shape_rule(self) -> VideoShapeRule:
         return wan_shape_rule(TINY_VAE, {"patch_size": (1, 2, 2)})

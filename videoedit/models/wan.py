@@ -1,13 +1,14 @@
 """Wan 2.1 (text-to-video DiT) components: real weights in diffusers layout, and the offline twins.
 
 Real weights: ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` (or a local folder in the same layout): ``transformer/``
-(:class:`~diffusers.WanTransformer3DModel`), ``vae/`` (:class:`~diffusers.AutoencoderKLWan`), ``text_encoder/``
+(:class:`~diffusers.WanTransformer3DModel`; Wan VACE's ``Wan-AI/Wan2.1-VACE-1.3B-diffusers``:
+:class:`~diffusers.WanVACETransformer3DModel`, the same DiT plus a control branch), ``vae/`` (:class:`~diffusers.AutoencoderKLWan`), ``text_encoder/``
 (UMT5-XXL encoder), ``tokenizer/`` and ``scheduler/`` (UniPC with ``flow_shift`` 3.0 for 480p). The transformer
 and text encoder run in bf16 on CUDA and fp32 on the CPU; the VAE stays in fp32, as diffusers recommends.
 Editing uses a flow-matching Euler scheduler with the model's own shift (FlowEdit's update is an Euler step).
 
 Offline twins: :func:`build_tiny_wan` (the same classes from small configs, seeded random weights, a real
-UMT5-style unigram tokenizer trained offline on a fixed word list) and :func:`build_random_wan_1_3b` (the
+UMT5-style unigram tokenizer trained offline on a fixed word list; ``vace=True``: the VACE transformer) and :func:`build_random_wan_1_3b` (the
 1.3B transformer's exact shapes, random weights, for cost measurements).
 """
 
@@ -22,7 +23,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    WanTransformer3DModel,
+    WanVACETransformer3DModel,
+)
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
 from videoedit.backbones.base import Components, VideoShapeRule, preserved_rng
@@ -38,6 +44,8 @@ WAN_SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"
 WAN21_FLOW_SHIFT = 3.0
 #: UMT5 context length Wan was trained with (prompt embeddings are zero-padded to it)
 WAN_TEXT_LENGTH = 512
+WAN21_T2V = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+WAN21_VACE = "Wan-AI/Wan2.1-VACE-1.3B-diffusers"
 
 
 @dataclass
@@ -46,7 +54,9 @@ class WanComponents(Components):
 
     Attributes:
         transformer: the DiT; its ``blocks.<i>.attn1`` is self-attention over every video token,
-            ``attn2`` cross-attention to the UMT5 prompt tokens.
+            ``attn2`` cross-attention to the UMT5 prompt tokens. A :class:`~diffusers.WanVACETransformer3DModel`
+            (Wan VACE) adds ``vace_blocks.<j>``, a control branch whose outputs are added after the blocks
+            ``config.vace_layers`` (see :attr:`vace`).
         vae: the causal video VAE (x4 in time keeping the first frame, x8 in space), kept in fp32.
         text_encoder, tokenizer: UMT5 encoder and its tokenizer.
         scheduler: flow-matching Euler with the model's shift.
@@ -56,7 +66,7 @@ class WanComponents(Components):
     family: ClassVar[str] = "wan"
     fp32_modules: ClassVar[tuple[str, ...]] = ("vae",)
 
-    transformer: WanTransformer3DModel
+    transformer: WanTransformer3DModel | WanVACETransformer3DModel
     vae: AutoencoderKLWan
     text_encoder: UMT5EncoderModel
     tokenizer: PreTrainedTokenizerBase
@@ -73,6 +83,11 @@ class WanComponents(Components):
     def denoiser(self) -> torch.nn.Module:
         return self.transformer
 
+    @property
+    def vace(self) -> bool:
+        """Whether the transformer has VACE's control branch (it then takes pose/depth/... control latents)."""
+        return is_vace(self.transformer)
+
     def shape_rule(self) -> VideoShapeRule:
         return wan_shape_rule(self.vae.config, self.transformer.config)
 
@@ -81,6 +96,11 @@ class WanComponents(Components):
         from videoedit.pipelines.pipeline_wan import WanVideoEditPipeline
 
         return WanVideoEditPipeline.from_components(self)
+
+
+def is_vace(transformer: torch.nn.Module) -> bool:
+    """Whether ``transformer`` is Wan VACE's (:class:`~diffusers.WanVACETransformer3DModel`)."""
+    return isinstance(transformer, WanVACETransformer3DModel)
 
 
 def wan_shape_rule(vae_config: Any, transformer_config: Any) -> VideoShapeRule:
@@ -120,14 +140,16 @@ def scheduler_shift(config: dict | None) -> float:
 
 
 def load_wan(
-    pretrained_model_name_or_path: str = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    pretrained_model_name_or_path: str = WAN21_T2V,
     dtype: str | torch.dtype = "auto",
     model_root: str | None = None,
     revision: str | None = None,
     variant: str | None = None,
     shift: float | None = None,
+    vace: bool = False,
 ) -> WanComponents:
-    """Load Wan 2.1 T2V components from a local folder or the hub (safetensors preferred).
+    """Load Wan 2.1 T2V (or, with ``vace``, Wan VACE) components from a local folder or the hub (safetensors
+    preferred).
 
     Args:
         pretrained_model_name_or_path: hub id or folder in diffusers layout.
@@ -136,18 +158,23 @@ def load_wan(
         model_root: a folder searched before the hub (``VIDEOEDIT_MODEL_ROOT``).
         revision, variant: hub revision and weights variant.
         shift: the flow shift (``None``: the model's scheduler config, 3.0 for the 1.3B model).
+        vace: load ``transformer/`` as :class:`~diffusers.WanVACETransformer3DModel` (Wan VACE: the DiT plus
+            its control branch, e.g. ``Wan-AI/Wan2.1-VACE-1.3B-diffusers``).
 
     Raises:
-        ModelLoadError: weights missing or unreadable (names the id and ``model=wan_tiny``).
+        ModelLoadError: weights missing or unreadable (names the id and ``model=wan_tiny`` /
+            ``model=wan_vace_tiny``), or a folder whose transformer is of the other kind (T2V vs VACE).
     """
     name = pretrained_model_name_or_path
-    what = "Wan 2.1 weights"
+    what = "Wan 2.1 VACE weights" if vace else "Wan 2.1 weights"
+    tiny = "wan_vace_tiny" if vace else "wan_tiny"
     torch_dtype = wan_dtype(dtype)
-    folder = resolve_pretrained(name, WAN_SUBFOLDERS, what, model_root, revision, variant, tiny="wan_tiny")
+    folder = resolve_pretrained(name, WAN_SUBFOLDERS, what, model_root, revision, variant, tiny=tiny)
+    transformer_class = WanVACETransformer3DModel if vace else WanTransformer3DModel
+    check_transformer_class(folder, transformer_class, name)
     common = dict(pretrained_model_name_or_path=str(folder), variant=variant)
-    tiny = "wan_tiny"
     transformer = _load(
-        WanTransformer3DModel.from_pretrained,
+        transformer_class.from_pretrained,
         what,
         name,
         tiny,
@@ -197,6 +224,38 @@ def load_wan(
     )
 
 
+def check_transformer_class(folder: Path, expected: type, name: str) -> None:
+    """Raise :class:`ModelLoadError` when ``folder/transformer/config.json`` names another Wan transformer class
+    than ``expected`` (a T2V folder under ``model=wan21_vace_1_3b`` would otherwise fail deep inside diffusers, and
+    a VACE folder under ``model=wan21_t2v_1_3b`` would silently drop its control branch)."""
+    config = folder / "transformer" / "config.json"
+    try:
+        found = json.loads(config.read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return  # a missing or unreadable config is reported by from_pretrained, with the tiny hint
+    if found is None or found == expected.__name__:
+        return
+    kinds = {
+        WanTransformer3DModel.__name__: ("Wan 2.1 text-to-video, no control branch", "model=wan21_t2v_1_3b"),
+        WanVACETransformer3DModel.__name__: ("Wan VACE, with a control branch", "model=wan21_vace_1_3b"),
+    }
+    kind, config_name = kinds.get(found, ("another transformer", None))
+    wanted = (
+        "a VACE model (e.g. " + WAN21_VACE + ")"
+        if expected is WanVACETransformer3DModel
+        else "a Wan 2.1 T2V model"
+    )
+    raise ModelLoadError(
+        f"'{name}' holds a {found} ({kind}), not a {expected.__name__}: "
+        + (
+            f"load it with {config_name} (model.pretrained_model_name_or_path={name}), or "
+            if config_name
+            else ""
+        )
+        + f"point model.pretrained_model_name_or_path at {wanted}."
+    )
+
+
 def wan_dtype(dtype: str | torch.dtype, device: torch.device | str | None = None) -> torch.dtype:
     """Wan's ``auto``: bf16 on CUDA (the official precision), fp32 elsewhere."""
     if dtype == "auto":
@@ -222,6 +281,9 @@ TINY_TRANSFORMER = dict(
     qk_norm="rms_norm_across_heads",
     rope_max_seq_len=32,
 )
+#: the tiny VACE transformer's control branch: a VACE block after each of the 2 blocks, and VACE's 96 input channels
+#: (the control video's inactive and reactive VAE latents, 2 x 16, and its mask packed to 8 x 8 = 64 channels)
+TINY_VACE = dict(vace_layers=[0, 1], vace_in_channels=96)
 TINY_VAE = dict(
     base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
 )
@@ -298,11 +360,19 @@ def check_umt5_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
 
 
 def build_tiny_wan(
-    seed: int = 0, tokenizer_cache_dir: str | None = None, shift: float = WAN21_FLOW_SHIFT
+    seed: int = 0,
+    tokenizer_cache_dir: str | None = None,
+    shift: float = WAN21_FLOW_SHIFT,
+    vace: bool = False,
 ) -> WanComponents:
     """Wan's classes from small configs with seeded random weights (the same seed gives identical models).
 
     9 frames at 64x64 encode to 3 latent frames of 8x8 (4x4 tokens each after the 2x2 patch).
+
+    ``vace``: the transformer is a :class:`~diffusers.WanVACETransformer3DModel` with :data:`TINY_VACE`'s control
+    branch added to the T2V model of the same seed, as VACE adds its branch to a frozen Wan 2.1 T2V: its blocks,
+    the VAE and the text encoder are ``vace=False``'s, weight for weight (only ``vace_*`` is new), so at
+    conditioning scale 0 it computes exactly what the T2V twin computes.
     """
     tokenizer = tiny_umt5_tokenizer(tokenizer_cache_dir)
     text_config = UMT5Config(
@@ -322,9 +392,15 @@ def build_tiny_wan(
         transformer = WanTransformer3DModel(**TINY_TRANSFORMER)
         vae = AutoencoderKLWan(**TINY_VAE)
         text_encoder = UMT5EncoderModel(text_config)
+        if vace:  # the seeded stream continues into the control branch; the rest is the T2V model's
+            base, transformer = transformer, WanVACETransformer3DModel(**TINY_TRANSFORMER, **TINY_VACE)
+            missing, unexpected = transformer.load_state_dict(base.state_dict(), strict=False)
+            assert not unexpected and all(k.startswith("vace_") for k in missing), (missing, unexpected)
     for module in (transformer, vae, text_encoder):
         module.eval().requires_grad_(False)
     spec = {"seed": seed, "transformer": TINY_TRANSFORMER, "vae": TINY_VAE, "tokenizer": len(tokenizer)}
+    if vace:
+        spec["vace"] = TINY_VACE
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return WanComponents(
         transformer=transformer,
@@ -333,8 +409,8 @@ def build_tiny_wan(
         tokenizer=tokenizer,
         scheduler=flow_match_scheduler(shift),
         max_sequence_length=TINY_TEXT_LENGTH,
-        fingerprint=f"wan-tiny-{digest}",
-        info={"model": "wan_tiny (random weights)", "seed": str(seed)},
+        fingerprint=f"wan-{'vace-' if vace else ''}tiny-{digest}",
+        info={"model": f"wan_{'vace_' if vace else ''}tiny (random weights)", "seed": str(seed)},
     )
 
 

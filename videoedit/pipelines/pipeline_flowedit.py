@@ -23,6 +23,9 @@ timesteps ``t_0 > ... > t_{T-1}`` (``sigma_i = t_i / 1000``, ``sigma_T = 0``)::
 ``guidance_scale``; both use the same negative prompt. A target prompt equal to the source prompt with equal
 guidance returns ``x_src`` exactly (the two velocities coincide). Nothing is stored per step beyond ``z``.
 
+Control (Wan VACE): both velocities, and the sampling tail, see the same control latents, built from the source
+clip's condition maps (pose, depth...), so the velocity difference keeps the structure the maps fix.
+
 Region-aware editing (``layout``): the target velocity goes through :mod:`videoedit.attention.wan_layout`'s
 processors, the target prompt's local-prompt spans carry each local prompt's own embedding (as VideoGrain does
 with CLIP), and latents outside the union of the regions are blended back to the source after every step.
@@ -35,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
@@ -46,7 +50,7 @@ from videoedit.layout.prompts import PromptLayout, content_offset, locate_local_
 from videoedit.layout.regions import LayerLayout, layout_from_token_masks
 from videoedit.layout.video_tokens import latent_frame_coverage, pool_coverage
 from videoedit.numerics import check_finite
-from videoedit.pipelines.pipeline_wan import StepCallback, WanVideoEditPipeline, WanVideoOutput
+from videoedit.pipelines.pipeline_wan import StepCallback, VaceControl, WanVideoEditPipeline, WanVideoOutput
 
 VELOCITY_ORDERS = ("sequential", "batched")
 
@@ -182,22 +186,28 @@ class FlowEditPipeline(WanVideoEditPipeline):
         tar: tuple[torch.Tensor, torch.Tensor],
         settings: FlowEditSettings,
         state: StepState,
+        control: VaceControl | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Guided source and target velocities at ``t`` (``src``/``tar`` = (cond, uncond) embeddings)."""
+        """Guided source and target velocities at ``t`` (``src``/``tar`` = (cond, uncond) embeddings), all four
+        transformer calls with the same VACE ``control``."""
         if settings.velocity_order == "batched":
             state.update(
                 num_frames=1, branches=("source_uncond", "source_cond", "target_uncond", "target_cond")
             )
             x = torch.cat([z_src, z_src, z_tar, z_tar])
             emb = torch.cat([src[1], src[0], tar[1], tar[0]])
-            v = self.velocity(x, t, emb)
+            v = self.velocity(x, t, emb, control)
             v_src = v[0:1] + settings.source_guidance_scale * (v[1:2] - v[0:1])
             v_tar = v[2:3] + settings.guidance_scale * (v[3:4] - v[2:3])
             return check_finite(v_src, "source velocity", state=state), check_finite(
                 v_tar, "target velocity", state=state
             )
-        v_src = self.guided_velocity(z_src, t, *src, settings.source_guidance_scale, state, branch="source_")
-        v_tar = self.guided_velocity(z_tar, t, *tar, settings.guidance_scale, state, branch="target_")
+        v_src = self.guided_velocity(
+            z_src, t, *src, settings.source_guidance_scale, state, branch="source_", control=control
+        )
+        v_tar = self.guided_velocity(
+            z_tar, t, *tar, settings.guidance_scale, state, branch="target_", control=control
+        )
         return v_src, v_tar
 
     @torch.no_grad()
@@ -216,6 +226,8 @@ class FlowEditPipeline(WanVideoEditPipeline):
         state: StepState | None = None,
         callback_on_step_end: StepCallback | None = None,
         output_type: str = "pt",
+        control: np.ndarray | torch.Tensor | None = None,
+        controlnet_conditioning_scale: float = 1.0,
     ) -> FlowEditOutput:
         """Edit the source latents towards ``prompt``.
 
@@ -230,6 +242,10 @@ class FlowEditPipeline(WanVideoEditPipeline):
                 (``None``: plain FlowEdit).
             generator: the noise of every FlowEdit step (and of the sampling tail).
             state: shared with installed processors (``step_index`` counts the executed steps from 0).
+            control: Wan VACE only: the source clip's condition maps ``(F, H, W, 3)`` uint8 (or ``(F, 3, H, W)`` in
+                [-1, 1]), seen by the source and the target velocity alike; ``None`` on VACE: the empty context
+                (:meth:`~videoedit.pipelines.pipeline_wan.WanVideoEditPipeline.prepare_control`).
+            controlnet_conditioning_scale: the control hint's weight in every VACE layer.
 
         Returns:
             :class:`FlowEditOutput`: frames ``(F, 3, H, W)`` in [-1, 1] for ``output_type="pt"``.
@@ -254,6 +270,7 @@ class FlowEditPipeline(WanVideoEditPipeline):
             tar = (regions.embeddings, negative)
         else:
             tar = (self.encode_prompt([prompt]), negative)
+        vace = self.prepare_control(control, controlnet_conditioning_scale, *self.clip_shape(x_src))
         # 3. schedule
         timesteps, sigmas = self.schedule(settings.num_inference_steps, settings.shift)
         steps = list(settings.executed_steps())
@@ -282,7 +299,7 @@ class FlowEditPipeline(WanVideoEditPipeline):
                     for _ in range(settings.n_avg):
                         z_src = (1 - s) * x_src + s * noise()
                         z_tar = z_src + (z - x_src)  # = z + z_src - x_src; exact when z == x_src
-                        v_src, v_tar = self._velocity_pair(z_src, z_tar, t, src, tar, settings, state)
+                        v_src, v_tar = self._velocity_pair(z_src, z_tar, t, src, tar, settings, state, vace)
                         dv += (v_tar - v_src) / settings.n_avg
                     z = check_finite(z + (s_next - s) * dv, "latents", state=state)
                     if blend is not None:
@@ -293,7 +310,7 @@ class FlowEditPipeline(WanVideoEditPipeline):
                         x_tail = z + (1 - s) * x_src + s * tail_noise - x_src
                     state.update(num_frames=1)
                     v = self.guided_velocity(
-                        x_tail, t, *tar, settings.guidance_scale, state, branch="target_"
+                        x_tail, t, *tar, settings.guidance_scale, state, branch="target_", control=vace
                     )
                     x_tail = check_finite(x_tail + (s_next - s) * v, "latents", state=state)
                     if blend is not None:
