@@ -1,9 +1,11 @@
 """The Wan 2.1 backbone end to end through ``edit()``: FlowEdit, region-aware FlowEdit, plain sampling on both
-backbones, and every bad input of the video-DiT path, raised before any model is built."""
+backbones, pose/depth control through Wan VACE, and every bad input of the video-DiT path, raised before any model
+is built."""
 
 import json
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import FAST, WAN_FAST, WAN_TINY
@@ -41,7 +43,7 @@ def test_flowedit_writes_the_full_tree(compose, tmp_path):
     assert metrics["quality"]["reconstruction"]["definition"].startswith("VAE encode/decode round trip")
     assert 0 < metrics["quality"]["reconstruction"]["psnr"] < 100
     assert metrics["edits"][0]["steps_run"] == 3
-    assert "uses no ControlNet" not in (root / "run.log").read_text()  # controlnet=none: nothing to ignore
+    assert "is ignored" not in (root / "run.log").read_text()  # controlnet=none: nothing to ignore
     assert result.edits["edit0_seed0"].shape == (5, 64, 64, 3)
 
 
@@ -112,7 +114,7 @@ def no_model_loads(monkeypatch):
         (
             [*WAN_FAST, "model=tiny"],
             ConfigError,
-            r"method=flowedit does not run on the 'sd' backbone .* supports wan \(model=wan21_1_3b_random, model=wan21_t2v_1_3b, model=wan_tiny\)",
+            r"method=flowedit does not run on the 'sd' backbone .* supports wan \(model=wan21_1_3b_random, model=wan21_t2v_1_3b, model=wan21_vace_1_3b, model=wan_tiny, model=wan_vace_tiny\)",
         ),
         (
             [*WAN_TINY, "method=videograin"],
@@ -147,5 +149,66 @@ def test_real_wan_without_weights_fails_fast_naming_the_tiny_override(compose, t
             ),
             tmp_path / "run",
         )
+    assert time.perf_counter() - start < 30
+    assert not (tmp_path / "run" / "COMPLETE").exists()
+
+
+# ----------------------------------------------------------------------------------------- Wan VACE control
+
+# the pose experiment on the tiny VACE twin and the project's clip (it ships its own skeletons: no annotator runs)
+VACE_TINY = [
+    "+experiment=wan_flowedit_pose",
+    "model=wan_vace_tiny",
+    *[o for o in WAN_TINY if not o.startswith(("model=", "controlnet="))],
+]
+VACE_POSE = [*VACE_TINY, "method.num_inference_steps=4", "method.n_max=3"]
+
+
+def test_vace_flowedit_with_pose_control(compose, tmp_path):
+    result = edit(compose(*VACE_POSE), tmp_path / "run")
+    root = tmp_path / "run"
+    for rel in (
+        "control/00000.png",
+        "control/00004.png",
+        "control/control.mp4",
+        "sample/edit0_seed0.mp4",
+        "COMPLETE",
+    ):
+        assert (root / rel).is_file(), rel
+    assert read_video(root / "control" / "control.mp4").frames.shape == (5, 64, 64, 3)
+    metrics = result.metrics
+    assert metrics["control"] == "precomputed openpose maps from the data"
+    assert metrics["model"]["vace"] is True and metrics["model"]["model"].startswith("wan_vace_tiny")
+    assert metrics["experiment"] == "wan_flowedit_pose" and metrics["edits"][0]["steps_run"] == 3
+    assert "is ignored" not in (root / "run.log").read_text()
+
+    # the control changes the edit; at conditioning scale 0 the VACE twin is wan_tiny, on which the maps are ignored
+    off = edit(compose(*VACE_POSE, "controlnet.conditioning_scale=0"), tmp_path / "off")
+    assert np.abs(off.edits["edit0_seed0"].astype(int) - result.edits["edit0_seed0"].astype(int)).max() > 0
+    t2v = edit(compose(*VACE_POSE, "model=wan_tiny"), tmp_path / "t2v")
+    np.testing.assert_array_equal(t2v.edits["edit0_seed0"], off.edits["edit0_seed0"])
+    log = (tmp_path / "t2v" / "run.log").read_text()
+    assert (
+        "method=flowedit on the 'wan' backbone (TinyWan) uses no condition maps: controlnet=openpose is ignored "
+        "(pose/depth/canny control on Wan needs its VACE model: model=wan21_vace_1_3b" in log
+    )
+    assert t2v.metrics["control"] == "none (no ControlNet)" and not (tmp_path / "t2v" / "control").exists()
+
+
+def test_plain_sampling_on_vace_uses_the_depth_maps(compose, tmp_path):
+    overrides = [*VACE_TINY, "controlnet=depth", "method=sample", "method.num_inference_steps=2"]
+    result = edit(compose(*overrides), tmp_path / "run")
+    assert result.metrics["control"] == "precomputed depth maps from the data"
+    assert (tmp_path / "run" / "control" / "control.mp4").is_file()
+    free = edit(compose(*overrides, "controlnet=none"), tmp_path / "free")  # VACE's empty context
+    assert free.metrics["control"] == "none (no ControlNet)"
+    assert (free.edits["edit0_seed0"] != result.edits["edit0_seed0"]).any()
+
+
+def test_real_vace_without_weights_fails_fast_naming_the_tiny_override(compose, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match=r"Wan-AI/Wan2.1-VACE-1.3B-diffusers.*model=wan_vace_tiny"):
+        edit(compose("+experiment=wan_flowedit_pose", *WAN_TINY[2:]), tmp_path / "run")
     assert time.perf_counter() - start < 30
     assert not (tmp_path / "run" / "COMPLETE").exists()

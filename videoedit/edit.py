@@ -267,12 +267,14 @@ def plan_run(cfg: DictConfig, timer: StageTimer) -> RunPlan:
     evaluator = Evaluator.from_config(cfg.get("metrics"))
     evaluator.check()  # explicit raft without weights, a CLIP model that cannot be found: fail now
     control_spec = _control_spec(cfg)
-    if control_spec.enabled and not method.uses_control(backbone.family):
+    if control_spec.enabled and not method.uses_control(backbone):
         logger.info(
-            "method=%s on the '%s' backbone uses no ControlNet: controlnet=%s is ignored",
+            "method=%s on the '%s' backbone (%s) uses no condition maps: controlnet=%s is ignored%s",
             method.name,
             backbone.family,
+            type(backbone).__name__,
             control_spec.condition_type,
+            f" ({backbone.control_hint})" if backbone.control_hint and not backbone.accepts_control else "",
         )
         control_spec = ControlSpec(None)
     annotator: Annotator | None = None

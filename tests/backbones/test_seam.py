@@ -21,7 +21,13 @@ from videoedit.pipelines.pipeline_wan import WanVideoEditPipeline
 def test_every_model_config_names_its_family():
     families = model_configs_by_family()
     assert families["sd"] == ["sd15", "sd15_random", "sd21", "tiny"]
-    assert families["wan"] == ["wan21_1_3b_random", "wan21_t2v_1_3b", "wan_tiny"]
+    assert families["wan"] == [
+        "wan21_1_3b_random",
+        "wan21_t2v_1_3b",
+        "wan21_vace_1_3b",
+        "wan_tiny",
+        "wan_vace_tiny",
+    ]
 
 
 def test_unsupported_pairs_name_the_models_that_fit():
@@ -31,7 +37,8 @@ def test_unsupported_pairs_name_the_models_that_fit():
     with pytest.raises(ConfigError, match=r"method=tokenflow does not run on the 'wan' backbone \(TinyWan\)"):
         check_supported(TokenFlowMethod(), TinyWan(), known)
     with pytest.raises(
-        ConfigError, match=r"supports wan \(model=wan21_1_3b_random, model=wan21_t2v_1_3b, model=wan_tiny\)"
+        ConfigError,
+        match=r"supports wan \(model=wan21_1_3b_random, model=wan21_t2v_1_3b, model=wan21_vace_1_3b, model=wan_tiny, model=wan_vace_tiny\)",
     ):
         check_supported(FlowEditMethod(), TinyStableDiffusion(), known)
 

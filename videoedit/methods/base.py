@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from videoedit.backbones.base import Components
+from videoedit.backbones.base import Backbone, Components
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError, PromptError
 from videoedit.inversion.cache import InversionCache
@@ -145,10 +145,11 @@ class EditMethod(ABC):
         """Raise before the model loads on prompts this method cannot use with the backbone's ``tokenizer``
         (called when the backbone can give its tokenizer without loading weights)."""
 
-    def uses_control(self, family: str) -> bool:
-        """Whether the method feeds ControlNet-style condition maps on backbone ``family`` (otherwise the
-        ``controlnet`` config is ignored and no annotator runs)."""
-        return True
+    def uses_control(self, backbone: Backbone) -> bool:
+        """Whether the method feeds the ``controlnet`` group's condition maps to ``backbone`` (otherwise the group
+        is ignored, with a log line, and no annotator runs). Default: whenever the backbone takes them (a
+        ControlNet on SD, the control branch of Wan VACE); a method that cannot use them overrides this."""
+        return backbone.accepts_control
 
     def build_pipeline(self, components: Components):
         """The pipeline this method runs, over the loaded components."""

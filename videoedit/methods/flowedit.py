@@ -28,7 +28,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FlowEditMethod(FlowEditSettings, EditMethod):
-    """FlowEdit on a flow-matching video backbone. Keys: :class:`FlowEditSettings`' fields, and
+    """FlowEdit on a flow-matching video backbone.
+
+    On a backbone that takes condition maps (Wan VACE: :meth:`EditMethod.uses_control`), the source and the
+    target velocity both see the source clip's maps (the ``controlnet`` group's), so their difference keeps the
+    structure they fix.
+
+    Keys: :class:`FlowEditSettings`' fields, and
 
     Attributes:
         layout: :class:`~videoedit.attention.wan_layout.DiTLayoutSettings` (or its fields) for region-aware
@@ -51,9 +57,6 @@ class FlowEditMethod(FlowEditSettings, EditMethod):
     @property
     def needs_masks(self) -> bool:  # type: ignore[override]
         return self.layout is not None
-
-    def uses_control(self, family: str) -> bool:
-        return False
 
     # ------------------------------------------------------------------ checks
     def check_inputs(self, source: SourceVideo, requests: Sequence[EditRequest]) -> None:
@@ -136,6 +139,8 @@ class FlowEditMethod(FlowEditSettings, EditMethod):
             layout=self.layout,
             skip_missing_local_prompts=self.skip_missing_local_prompts,
             generator=generator,
+            control=control,
+            controlnet_conditioning_scale=controlnet_conditioning_scale,
         )
         info: dict[str, Any] = {"steps_run": out.steps_run}
         if out.prompt_layout is not None:

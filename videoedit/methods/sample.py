@@ -2,7 +2,8 @@
 
 Not an editor: the cost reference papers normalise editing methods by (latency and peak memory relative to
 plain sampling of the same backbone, same steps, same clip size). On SD-1.5 it is DDIM sampling of every frame
-(with the ControlNet when one is configured); on Wan 2.1 Euler sampling of the clip with CFG.
+(with the ControlNet when one is configured); on Wan 2.1 Euler sampling of the clip with CFG (on Wan VACE with the
+condition maps of the ``controlnet`` group, as the editors on it use them: :meth:`EditMethod.uses_control`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ class SampleMethod(EditMethod):
 
     name: ClassVar[str] = "sample"
     backbones: ClassVar[tuple[str, ...]] = ("sd", "wan")
-
-    def uses_control(self, family: str) -> bool:
-        return family == "sd"  # SD methods run with their ControlNet; plain sampling pays for it too
 
     def prepare(
         self,
