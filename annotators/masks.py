@@ -8,7 +8,7 @@ them by hand). Here masks are part of a run:
 2. each prompted keyframe is segmented: SAM (:class:`~annotators.sam.SamSegmenter`) when a checkpoint
    is given, otherwise GrabCut from the box (weight-free); a given mask image is used as is;
 3. the keyframe masks are propagated through the clip: SAM-2's video predictor
-   (``propagation="sam2"``, needs the ``sam2`` package) or optical flow
+   (``propagation="sam2"``, :mod:`annotators.sam2_video`, needs the optional ``sam2`` package) or optical flow
    (:class:`~annotators.propagation.FlowMaskPropagator`: occlusion-aware warping refined by colour
    models, SAM re-segmentation when SAM weights are given);
 4. optionally regions are made disjoint (a pixel in several regions goes to the smallest region over
@@ -43,8 +43,9 @@ import numpy as np
 from annotators.cache import AnnotationCache
 from annotators.common import add_clip_arguments, read_clip
 from annotators.prompts import KeyframePrompt, RegionPrompts
-from annotators.propagation import FlowMaskPropagator, Sam2VideoPropagator
+from annotators.propagation import FlowMaskPropagator
 from annotators.sam import SamSegmenter, grabcut_segment
+from annotators.sam2_video import Sam2VideoPropagator
 from videoedit.data.source import SourceVideo, VideoClip
 from videoedit.errors import ConfigError, MaskError, VideoEditError
 from videoedit.io.atomic import write_json
@@ -196,12 +197,21 @@ class VideoMaskBuilder:
         sam_checkpoint: SAM weights (``.pth``); ``None`` = weight-free (GrabCut keyframes, flow
             propagation with the adaptive refinement).
         sam_model_type: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny`` (random weights, tests).
-        propagation: ``flow`` or ``sam2`` (needs the ``sam2`` package and ``sam2_config``/``sam2_checkpoint``).
+        propagation: ``flow`` or ``sam2`` (needs the ``sam2`` package and ``sam2_checkpoint``; see
+            :class:`~annotators.sam2_video.Sam2VideoPropagator`).
         refine: flow propagation: ``adaptive`` (default), ``color`` or ``threshold`` (see
             :class:`~annotators.propagation.FlowMaskPropagator`).
         flow_backend: ``auto`` (RAFT if its weights exist, else DIS), ``raft``, ``dis``.
         raft_weights: RAFT-large state dict for ``auto``/``raft``.
-        sam2_config, sam2_checkpoint: SAM-2 model config name and weights.
+        sam2_config, sam2_checkpoint: SAM-2 model config (a name in the package such as
+            ``configs/sam2.1/sam2.1_hiera_s.yaml``, or a YAML file; ``None``: inferred from the released
+            checkpoint's file name) and weights (``random``: random weights, tests only).
+        sam2_dtype: ``auto`` (bf16 autocast on CUDA as SAM-2's demos, fp32 on the CPU), ``bfloat16``,
+            ``float16`` or ``float32``.
+        sam2_image_size: SAM-2's input size (``None``: the model config's, 1024).
+        sam2_model_overrides: ``key=value`` changes of SAM-2's model config (small random models in tests).
+        scratch_root: where SAM-2's frame folder is written and removed (``None``: the cache root's
+            ``scratch/``, never ``$TMPDIR``).
         device: ``auto``, ``cpu``, ``cuda``.
     """
 
@@ -219,6 +229,10 @@ class VideoMaskBuilder:
         raft_weights: str | None = None,
         sam2_config: str | None = None,
         sam2_checkpoint: str | None = None,
+        sam2_dtype: str = "auto",
+        sam2_image_size: int | None = None,
+        sam2_model_overrides: Sequence[str] = (),
+        scratch_root: str | None = None,
         device: str = "auto",
     ) -> None:
         parsed = RegionPrompts.load(prompts)
@@ -239,7 +253,15 @@ class VideoMaskBuilder:
             else None
         )
         self.sam2 = (
-            Sam2VideoPropagator(sam2_config or "", sam2_checkpoint or "", device)
+            Sam2VideoPropagator(
+                sam2_config,
+                sam2_checkpoint,
+                device,
+                dtype=sam2_dtype,
+                image_size=sam2_image_size,
+                scratch_root=scratch_root,
+                model_overrides=sam2_model_overrides,
+            )
             if propagation == "sam2"
             else None
         )
@@ -422,9 +444,11 @@ class PromptedVideoClip(VideoClip):
             name,
             data_root=data_root,
         )
-        builder = (
-            mask_builder if isinstance(mask_builder, VideoMaskBuilder) else VideoMaskBuilder(**mask_builder)
-        )
+        root = Path(cache_root) if cache_root else default_cache_root()
+        if isinstance(mask_builder, VideoMaskBuilder):
+            builder = mask_builder
+        else:  # scratch files (SAM-2's frame folder) under this clip's cache root unless set
+            builder = VideoMaskBuilder(**{"scratch_root": str(root / "scratch"), **dict(mask_builder)})
         unknown = [r for r in regions or () if r not in builder.regions]
         if unknown:
             raise MaskError(
@@ -432,7 +456,7 @@ class PromptedVideoClip(VideoClip):
             )
         self.mask_builder = builder
         self.wanted_regions = list(regions) or builder.regions
-        self.cache_root = Path(cache_root) if cache_root else default_cache_root()
+        self.cache_root = root
         self.cache = bool(cache)
 
     def load(self) -> SourceVideo:
@@ -519,6 +543,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--flow", choices=("auto", "raft", "dis"), default="auto", help="flow backend")
     parser.add_argument("--sam2-config", help="SAM-2 model config (with --propagation sam2)")
     parser.add_argument("--sam2-checkpoint", help="SAM-2 weights (with --propagation sam2)")
+    parser.add_argument(
+        "--sam2-dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float16", "float32"),
+        help="SAM-2 precision (auto: bf16 autocast on CUDA, fp32 on the CPU)",
+    )
     parser.add_argument("--auto", choices=("sam",), help="automatic layout from SAM's mask generator")
     parser.add_argument("--labels", help="(F, h, w) int .npy of cluster labels -> one region per label")
     parser.add_argument("--max-regions", type=int, default=4, help="--auto: keep the largest N masks")
@@ -576,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flow_backend=args.flow,
             sam2_config=args.sam2_config,
             sam2_checkpoint=args.sam2_checkpoint,
+            sam2_dtype=args.sam2_dtype,
+            scratch_root=str(Path(args.cache_root or default_cache_root()) / "scratch"),
             device=args.device,
         )
         cache = (

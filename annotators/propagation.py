@@ -26,28 +26,27 @@ steps' confidences, so the nearer and steadier keyframe wins; ``fusion="nearest"
 propagator exactly. Quality and speed on DAVIS: ``benchmarks/bench_mask_propagation.py`` and
 ``benchmarks/README.md``.
 
-:class:`Sam2VideoPropagator` uses SAM-2's video predictor when the ``sam2`` package and its weights are
-installed (not a dependency of this project: that path is untested here).
+:class:`~annotators.sam2_video.Sam2VideoPropagator` (SAM-2's video predictor, optional ``sam2`` package) lives
+in :mod:`annotators.sam2_video`; it is re-exported here under its old import path.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
 
-from annotators.common import module_available, resolve_device
+from annotators.common import resolve_device
 from annotators.mask_refine import AdaptiveMaskStep, AdaptiveParams, ColorModel
 from annotators.sam import SamSegmenter
-from videoedit.errors import ConfigError, ModelLoadError
+from annotators.sam2_video import Sam2VideoPropagator as Sam2VideoPropagator  # the old import path
+from videoedit.errors import ConfigError
 from videoedit.motion import FlowCache, FlowEstimator, build_flow_estimator, video_flows, warp
 
 logger = logging.getLogger(__name__)
@@ -373,68 +372,4 @@ class FlowMaskPropagator:
         for t in range(num):
             if t not in masks and weights[t] > 0:
                 out[t] = total[t] / weights[t] > 0.5
-        return out
-
-
-class Sam2VideoPropagator:
-    """SAM-2's video predictor (``sam2`` package + its weights). UNTESTED here: ``sam2`` is not installed.
-
-    Args:
-        config: the SAM-2 model config name (e.g. ``configs/sam2.1/sam2.1_hiera_s.yaml``).
-        checkpoint: the matching ``.pt`` file.
-        device: ``auto``, ``cuda``, ``cpu``.
-    """
-
-    def __init__(self, config: str, checkpoint: str, device: str = "auto") -> None:
-        if not module_available("sam2"):
-            raise ModelLoadError(
-                "SAM-2 propagation needs the `sam2` package (pip install from facebookresearch/sam2) and its "
-                "weights; or use propagation=flow (weight-free)."
-            )
-        if not Path(checkpoint).expanduser().is_file():
-            raise ModelLoadError(f"SAM-2 checkpoint {checkpoint} not found; or use propagation=flow.")
-        self.config, self.checkpoint = config, checkpoint
-        self.device = resolve_device(device)
-
-    def settings(self) -> dict[str, Any]:
-        return {"propagation": "sam2", "config": self.config, "checkpoint": str(self.checkpoint)}
-
-    @torch.no_grad()
-    def propagate_prompts(
-        self, frames: np.ndarray, prompts: Sequence[Sequence[dict[str, Any]]]
-    ) -> np.ndarray:
-        """Masks ``(F, R, H, W)`` bool from per-region keyframe prompts.
-
-        Args:
-            frames: ``(F, H, W, 3)`` uint8.
-            prompts: for each region, a list of ``{"position", "points", "labels", "box", "mask"}``
-                (position in ``frames``; pixel coordinates).
-        """
-        from PIL import Image
-        from sam2.build_sam import build_sam2_video_predictor
-
-        predictor = build_sam2_video_predictor(self.config, self.checkpoint, device=self.device)
-        num, height, width = frames.shape[:3]
-        out = np.zeros((num, len(prompts), height, width), dtype=bool)
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, frame in enumerate(frames):  # the predictor reads a folder of <int>.jpg
-                Image.fromarray(frame).save(Path(tmp) / f"{i:05d}.jpg", quality=95)
-            state = predictor.init_state(video_path=tmp)
-            for r, region in enumerate(prompts):
-                for p in region:
-                    if p.get("mask") is not None:
-                        predictor.add_new_mask(state, frame_idx=p["position"], obj_id=r, mask=p["mask"])
-                    else:
-                        predictor.add_new_points_or_box(
-                            state,
-                            frame_idx=p["position"],
-                            obj_id=r,
-                            points=p.get("points"),
-                            labels=p.get("labels"),
-                            box=p.get("box"),
-                        )
-            for reverse in (False, True):
-                for t, obj_ids, logits in predictor.propagate_in_video(state, reverse=reverse):
-                    for obj, logit in zip(obj_ids, logits):
-                        out[t, int(obj)] = (logit[0] > 0).cpu().numpy()
         return out
