@@ -2,6 +2,13 @@
 
     python benchmarks/bench_st_layout.py            # the full table (a few minutes on 2 cores)
     python benchmarks/bench_st_layout.py --quick    # F=8, 16x16 only
+    python benchmarks/bench_st_layout.py --memory   # exact tensor memory of one call vs its chunk budget
+
+``--memory`` counts every tensor allocated inside the call until it is freed
+(:class:`videoedit.metrics.tensor_memory.LiveTensorBytes`), so it separates what the chunk budget bounds
+(scores, pair masks, ...) from what the call holds anyway (its output; per key group the gathered keys and
+values and, for half inputs on the CPU, their fp32 copies). Results go to ``results/st_layout_memory.json``
+(``--out`` to change).
 
 Each measurement runs in a fresh subprocess; peak memory is the growth of the process's peak resident
 set during the call (``ru_maxrss`` after minus the resident set before), so it counts every temporary.
@@ -109,18 +116,86 @@ def run_case(variant: str, frames: int, grid: int, budget_mb: int) -> dict:
     }
 
 
+def memory_case(heads: int, dtype: str, frames: int, grid: int, span: str, budget_mb: float) -> dict:
+    """Peak tensor memory of one modulated call, and the part of it the chunk budget bounds."""
+    import torch
+
+    from videoedit.attention.st_layout import FrameSpan, SelfModulation, full_frame_attention
+    from videoedit.layout.regions import build_layer_layouts
+    from videoedit.metrics.tensor_memory import LiveTensorBytes
+
+    torch.manual_seed(0)
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    n = grid * grid
+    q, k, v = (torch.randn(heads, frames * n, DIM).to(dt) for _ in range(3))
+    masks = torch.zeros(frames, 3, grid, grid, dtype=torch.bool)
+    masks[:, 0, :, : grid // 3] = True
+    masks[:, 1, :, grid // 3 : 2 * grid // 3] = True
+    masks[:, 2, : grid // 2] = True
+    layout = build_layer_layouts(masks, (grid, grid), torch.full((77,), -1), factors=(1,))[1]
+    member = layout.flat_member()
+    frame_span = FrameSpan(span, 4)
+    budget = int(budget_mb * 2**20)
+    with LiveTensorBytes() as mem:
+        out = full_frame_attention(
+            q, k, v, frames, DIM**-0.5, frame_span, SelfModulation(member, layout.self_size, 0.27), budget
+        )
+    # what the call holds besides the chunk budget (an upper bound: the largest key group)
+    held = 0
+    for _, key_frames in frame_span.groups(frames):
+        keys = len(key_frames) * n
+        gathered = 2 * heads * keys * DIM * q.element_size() if len(key_frames) < frames else 0
+        converted = 2 * heads * keys * DIM * 4 if dt != torch.float32 else 0
+        held = max(held, gathered + converted + keys * 3 * 8)
+    held += out.numel() * out.element_size()
+    return {
+        "heads": heads,
+        "dtype": dtype,
+        "frames": frames,
+        "grid": grid,
+        "span": span,
+        "budget_mib": budget_mb,
+        "peak_mib": round(mem.peak / 2**20, 2),
+        "held_mib": round(held / 2**20, 2),
+        "chunk_peak_over_budget": round((mem.peak - held) / budget, 3),
+    }
+
+
+def memory_table(out: str) -> None:
+    cases = [
+        (heads, dtype, frames, grid, span, budget)
+        for heads in (1, 8)
+        for dtype in ("fp32", "bf16")
+        for frames, grid, span, budget in ((8, 16, "all", 8), (8, 32, "all", 32), (16, 32, "window", 32))
+    ]
+    rows = []
+    for case in cases:
+        row = memory_case(*case)
+        print(row, flush=True)
+        rows.append(row)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"dim": DIM, "results": rows}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--budget-mb", type=int, default=256)
+    parser.add_argument("--memory", action="store_true", help="exact tensor memory vs the chunk budget")
     parser.add_argument(
         "--case", nargs=4, metavar=("VARIANT", "FRAMES", "GRID", "BUDGET"), help=argparse.SUPPRESS
     )
     parser.add_argument("--out", default=None, help="default: st_layout.json in benchmarks/runs")
     add_record_argument(parser)
     args = parser.parse_args()
+    if args.memory:
+        default = str(Path(__file__).parent / "results" / "st_layout.json")
+        memory_table(
+            args.out if args.out != default else str(Path(default).with_name("st_layout_memory.json"))
+        )
+        return
     if args.case:
         variant, frames, grid, budget = args.case
         print(json.dumps(run_case(variant, int(frames), int(grid), int(budget))))

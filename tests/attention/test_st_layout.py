@@ -125,3 +125,55 @@ def test_cross_attention_modulation_matches_the_formula():
     torch.testing.assert_close(
         cross_attention(q, k, v, 0.5), torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.5)
     )
+
+
+def _allowance(q, span, num_frames, regions, compute):
+    """What a call may hold besides its chunk budget: its output, and per key group the gathered keys and
+    values (window span), their compute-dtype copies and the gathered/converted key memberships."""
+    heads, total, d = q.shape
+    n = total // num_frames
+    e_in, e_c = q.element_size(), torch.finfo(compute).bits // 8
+    worst = 0
+    for _, key_frames in span.groups(num_frames):
+        keys = len(key_frames) * n
+        gathered = 2 * heads * keys * d * e_in if len(key_frames) < num_frames else 0
+        converted = 2 * heads * keys * d * e_c if compute != q.dtype else 0
+        member = keys * regions * (4 + e_c)
+        worst = max(worst, gathered + converted + member)
+    return q.numel() * q.element_size() + worst
+
+
+@pytest.mark.parametrize(
+    ("heads", "dtype", "span", "record"),
+    [
+        (1, torch.float32, FrameSpan("all"), False),  # one head: 1.33x the budget before the fix
+        (8, torch.float32, FrameSpan("all"), True),
+        (1, torch.bfloat16, FrameSpan("all"), True),
+        (8, torch.bfloat16, FrameSpan("window", 2), False),
+        (1, torch.float32, FrameSpan("window", 2), True),
+    ],
+)
+def test_peak_memory_is_the_chunk_budget_plus_the_inputs(heads, dtype, span, record):
+    """Counted exactly (every tensor allocated inside the call, until it is freed): the chunks' scores,
+    pair masks and the rest stay within ``chunk_budget_bytes``; the previous chunk's buffers are freed
+    before the next chunk allocates (with them alive, one head peaked at 1.33x the budget)."""
+    from videoedit.metrics.tensor_memory import LiveTensorBytes
+
+    frames, grid, d = 4, 8, 16
+    q, k, v = (x.to(dtype) for x in _qkv(heads=heads, frames=frames, tokens=grid * grid, d=d))
+    layout = _layout(frames=frames, grid=grid)
+    member = layout.flat_member()
+    budget = 96 * 2**10
+    maps = []
+    recorder = (lambda probs, qf, kf, off: maps.append(probs.float().mean(0).shape)) if record else None
+    with LiveTensorBytes() as mem:
+        out = full_frame_attention(
+            q, k, v, frames, 0.25, span, SelfModulation(member, layout.self_size, 0.27), budget, recorder
+        )
+    assert torch.isfinite(out).all() and out.dtype == dtype
+    compute = torch.float32  # CPU: half inputs are computed in fp32
+    allowance = _allowance(q, span, frames, member.shape[1], compute)
+    assert mem.peak - allowance <= budget, (mem.peak, allowance, budget)
+    if span.mode == "all" and dtype == torch.float32:  # the allowance is exact here (nothing converted)
+        assert mem.peak - allowance > budget // 2  # and the chunks do use their budget (few, large ones)
+    assert not record or len(maps) > 1  # several chunks per call

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from videoedit.attention.install import attention_layer_names, module_hooks
@@ -12,6 +13,7 @@ from videoedit.attention.videograin import (
     VideoGrainSelfAttnProcessor,
     pnp_conv_hooks,
 )
+from videoedit.errors import ConfigError
 from videoedit.layout.regions import build_layer_layouts
 
 FRAMES, GRID = 2, 4
@@ -88,6 +90,29 @@ def test_modulation_stops_after_the_active_steps(tiny_components):
         atol=1e-5,
     )
     assert ModulationSettings().active_steps(50) == 15
+
+
+def test_modulation_window_fraction_and_the_official_absolute_end_step():
+    fraction, absolute = ModulationSettings(), ModulationSettings(end_step=15)
+    # equal at the official 50 steps; the fraction follows the number of steps, end_step does not
+    assert [fraction.active_steps(n) for n in (50, 25, 10, 3)] == [15, 8, 3, 1]
+    assert [absolute.active_steps(n) for n in (50, 25, 10, 3)] == [15, 15, 10, 3]
+    assert ModulationSettings(fraction=0.0).active_steps(50) == 0
+    assert ModulationSettings(end_step=0).active_steps(50) == 0
+    for bad in (-1, True):
+        with pytest.raises(
+            ConfigError, match=r"modulation.end_step must be a number of steps >= 0 \(official: 15\)"
+        ):
+            ModulationSettings(end_step=bad)
+
+
+def test_end_step_modulates_every_step_of_a_short_schedule(tiny_components):
+    _, _, _, controller = _setup(tiny_components, step=2)  # schedule of 3 steps: fraction -> only step 0
+    assert controller.treg() == 0
+    controller.modulation = ModulationSettings(end_step=15)
+    assert controller.treg() == pytest.approx(((341 - 1) / 1000) ** 5)
+    controller.state.update(phase="invert")
+    assert controller.treg() == 0  # never while inverting
 
 
 def test_cross_attention_is_modulated_on_the_cond_branch_only(tiny_components):

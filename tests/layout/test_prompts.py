@@ -59,6 +59,42 @@ def test_missing_local_prompt_names_it(tokenizer):
     assert layout.spans[0] is None and layout.spans[1] == (3, 5)
 
 
+def _official_scan(tokenizer, full: str, local: str) -> int | None:
+    """The official span search (VideoGrain's ``_prepare_attention_layout``, DenseDiffusion's loop): the
+    local prompt's ``wlen`` content ids compared with ``ids[j:j+wlen]`` of the padded full prompt for every
+    ``j`` in 0..76, as torch tensors; the first ``j`` where all ``wlen`` entries agree."""
+    ids = torch.tensor(tokenizer(full, padding="max_length", max_length=77).input_ids)
+    widx = torch.tensor(content_ids(tokenizer, local))  # ids[1 : 1 + wlen] of the local prompt
+    wlen = len(widx)  # its token count without SOT/EOT (the batch's unpadded length - 2)
+    for j in range(77):
+        if (ids[j : j + wlen] == widx).sum() == wlen:
+            return j
+    return None
+
+
+@pytest.mark.parametrize(
+    ("local", "official"),
+    [("man", "skip"), ("iron man", "skip"), ("a polar man", "crash"), ("a big iron man", "crash")],
+)
+def test_skip_missing_local_prompts_against_the_official_scan(tokenizer, local, official, caplog):
+    """Official: a missing local prompt of 1-2 tokens is skipped silently (near the end of the 77 ids the
+    1-id slice broadcasts against 2 ids), one of 3+ tokens crashes (size mismatch). Ours with
+    ``skip_missing=True``: skipped with a warning at any length; by default: a PromptError."""
+    full = "Spiderman and Polar Bear are jogging"
+    assert len(content_ids(tokenizer, local)) == local.count(" ") + 1  # one token per word here
+    if official == "skip":
+        assert _official_scan(tokenizer, full, local) is None
+    else:
+        with pytest.raises(RuntimeError, match="must match the size"):
+            _official_scan(tokenizer, full, local)
+    with caplog.at_level("WARNING"):
+        layout = locate_local_prompts(tokenizer, full, [local, "Polar Bear"], skip_missing=True)
+    assert layout.spans == [None, (3, 5)]
+    assert f"local prompt {local!r} is not part of the full prompt" in caplog.text
+    with pytest.raises(PromptError, match=f"Local prompt 1 '{local}' is not part of the full prompt"):
+        locate_local_prompts(tokenizer, full, [local, "Polar Bear"])
+
+
 def test_span_embedding_swap():
     full = torch.arange(77 * 4, dtype=torch.float32).reshape(1, 77, 4)
     local = -torch.arange(2 * 77 * 4, dtype=torch.float32).reshape(2, 77, 4)

@@ -8,9 +8,14 @@ The modulation (DenseDiffusion's, extended to space-time by VideoGrain) acts on 
 
 With a binary pair mask ``M`` this is ``s' = lerp(s, where(M, rowmax, rowmin), g)`` with
 ``g = S * w * treg`` per query row, which is how it is computed here. Row max/min need every key of a
-query, so queries are processed in chunks holding all their keys: peak memory is
-``heads x chunk x keys``, set by ``chunk_budget_bytes``, never ``(F*hw)^2``. The pair mask of a chunk
-comes from region membership (``member_q @ member_k^T > 0``), so overlapping regions work.
+query, so queries are processed in chunks holding all their keys, never ``(F*hw)^2``. The pair mask of a
+chunk comes from region membership (``member_q @ member_k^T > 0``), so overlapping regions work.
+
+Memory: :func:`chunk_rows` counts every temporary of one chunk (scores, pair mask, scaled queries, the
+product with V, the recorder's map), and each chunk's buffers are freed before the next chunk allocates
+its own, so the peak of a call is ``chunk_budget_bytes`` on top of its inputs, its output, and per key
+group the gathered keys/values and their compute-dtype copies (``tests/attention/test_st_layout.py``
+asserts it with an exact tensor-memory counter; ``benchmarks/bench_st_layout.py --memory`` measures it).
 
 Frame spans: every frame's queries attend to the keys of all frames (official), or to a sliding window
 of ``window_size`` neighbouring frames plus the first frame (memory linear in the number of frames).
@@ -101,10 +106,30 @@ def _contiguous(frames: list[int]) -> bool:
     return frames == list(range(frames[0], frames[0] + len(frames)))
 
 
-def chunk_rows(heads: int, keys: int, element_bytes: int, budget_bytes: int, temporaries: int = 3) -> int:
-    """Query rows per chunk so that ``temporaries`` score-sized buffers fit in ``budget_bytes``."""
-    per_row = max(1, heads * keys * element_bytes * temporaries)
-    return max(1, budget_bytes // per_row)
+def chunk_rows(
+    heads: int,
+    keys: int,
+    element_bytes: int,
+    budget_bytes: int,
+    temporaries: int = 3,
+    head_dim: int | None = None,
+    pair_mask: bool = False,
+    record: bool = False,
+) -> int:
+    """Query rows per chunk whose temporaries fit in ``budget_bytes`` (at least one row).
+
+    Without ``head_dim``: ``temporaries`` score-sized ``(heads, keys)`` buffers per row (plain chunked
+    attention). With ``head_dim``: the exact temporaries of one chunk of :func:`full_frame_attention`:
+    the scores (softmax in place), the pair mask ``(keys,)`` when modulated, the queries' dtype copy and
+    their scaled version ``(heads, head_dim)`` each (the product with V reuses that room), a few per-row
+    statistics (max, min, sum: ``8 * heads`` elements), and the recorder's head-averaged fp32 map ``(keys,)``.
+    """
+    if head_dim is None:
+        per_row = heads * keys * element_bytes * temporaries
+    else:
+        per_row = heads * keys + 2 * heads * head_dim + (keys if pair_mask else 0) + 8 * heads
+        per_row = per_row * element_bytes + (4 * keys if record else 0)
+    return max(1, budget_bytes // max(1, per_row))
 
 
 def full_frame_attention(
@@ -126,26 +151,28 @@ def full_frame_attention(
         scale: logit scale (``1/sqrt(d)``).
         span: the frame span of each query frame.
         modulation: layout modulation, or ``None`` for plain attention.
-        chunk_budget_bytes: memory for the score buffers of one query chunk.
+        chunk_budget_bytes: memory for the temporaries of one query chunk (see :func:`chunk_rows`); the
+            peak of the call is this plus the inputs, the output and the gathered/converted keys and values.
         record: ``record(probs (heads, Q, K), query_frames, key_frames, row_offset)`` receives the
             attention probabilities of each chunk (forces the explicit path; used to collect maps).
 
     Returns:
         ``(heads, F*N, d)``.
     """
-    heads, total, _ = q.shape
+    heads, total, head_dim = q.shape
     n = total // num_frames
     out = torch.empty_like(q)
     explicit = (modulation is not None and modulation.weight != 0) or record is not None
     compute_dtype = (
         torch.float32 if q.dtype in (torch.float16, torch.bfloat16) and q.device.type == "cpu" else q.dtype
     )
+    elem = torch.finfo(compute_dtype).bits // 8
+    modulated = modulation is not None and modulation.weight != 0
     for q_frames, k_frames in span.groups(num_frames):
-        if _contiguous(q_frames):
-            q_sl = slice(q_frames[0] * n, (q_frames[-1] + 1) * n)
-            qq = q[:, q_sl]
-        else:  # pragma: no cover - groups are contiguous by construction
+        if not _contiguous(q_frames):  # pragma: no cover - groups are contiguous by construction
             raise AssertionError("query frame groups must be contiguous")
+        q_sl = slice(q_frames[0] * n, (q_frames[-1] + 1) * n)
+        qq = q[:, q_sl]
         if len(k_frames) == num_frames:
             kk, vv, k_idx = k, v, None
         else:
@@ -153,28 +180,39 @@ def full_frame_attention(
             kk, vv = k[:, k_idx], v[:, k_idx]
         if not explicit:
             out[:, q_sl] = F.scaled_dot_product_attention(qq[None], kk[None], vv[None], scale=scale)[0]
+            del kk, vv
             continue
-        member_k = None
-        if modulation is not None and modulation.weight != 0:
+        member_kt = None
+        if modulated:
             member_k = (
                 modulation.member if k_idx is None else modulation.member[k_idx.to(modulation.member.device)]
-            )
-            member_k = member_k.to(q.device)
-        elem = torch.finfo(compute_dtype).bits // 8
-        rows = chunk_rows(heads, kk.shape[1], elem, chunk_budget_bytes)
+            ).to(q.device)
+            member_kt = member_k.to(compute_dtype).T  # (R, K)
+        rows = chunk_rows(
+            heads,
+            kk.shape[1],
+            elem,
+            chunk_budget_bytes,
+            head_dim=head_dim,
+            pair_mask=modulated,
+            record=record is not None,
+        )
         kt = kk.transpose(-1, -2).to(compute_dtype)
         vc = vv.to(compute_dtype)
+        del kk, vv  # the gathered copies (window span) live on only as kt / vc
         for start in range(0, qq.shape[1], rows):
             stop = min(start + rows, qq.shape[1])
             logits = torch.matmul(qq[:, start:stop].to(compute_dtype) * scale, kt)  # (heads, c, K)
-            if member_k is not None:
+            if member_kt is not None:
                 rows_global = slice(q_sl.start + start, q_sl.start + stop)
                 member_q = modulation.member[rows_global].to(q.device)
-                positive = (member_q @ member_k.T).clamp_(max=1).to(compute_dtype)  # (c, K) pair mask as 0/1
+                positive = torch.matmul(member_q.to(compute_dtype), member_kt).clamp_(max=1)  # (c, K) 0/1
                 g = modulation.size_fn(member_q, member_k, len(k_frames)) * modulation.weight
                 modulate_logits(logits, positive, g)
+                del positive  # freed before the next buffer of this chunk
             # softmax(x) = exp(x - max) / sum, normalised after the product with V where that is exact
             probs = logits.sub_(logits.amax(-1, keepdim=True)).exp_()
+            del logits
             denom = probs.sum(-1, keepdim=True, dtype=torch.float32)
             target = out[:, q_sl.start + start : q_sl.start + stop]
             if record is not None or compute_dtype not in (torch.float32, torch.float64):
@@ -184,6 +222,8 @@ def full_frame_attention(
                 target.copy_(torch.matmul(probs, vc))
             else:
                 target.copy_(torch.matmul(probs, vc).div_(denom))
+            del probs  # the next chunk's scores are allocated only after this one's are gone
+        del kt, vc
     return out
 
 

@@ -8,7 +8,12 @@ ICCV 2023); the code is ours.
 
 Official behaviours reproduced by default (see ``configs/method/videograin.yaml``):
 * modulation strength ``treg = ((t - 1) / 1000) ** 5``, ``sreg = 0.3``, ``creg = 1.0``, active for the
-  first 30% of the steps (15 of 50), at latent downsample factors 2, 4, 8 (32, 16, 8 for 512 px);
+  first 30% of the steps (15 of 50), at latent downsample factors 2, 4, 8 (32, 16, 8 for 512 px). The
+  official code hard-codes ``end_step = 15`` steps whatever the number of steps (its YAML key
+  ``modulated_percentage: 0.3`` is unused); ``fraction`` scales the window with the number of steps so it
+  covers the same noise levels (t 981..701); both agree at the official 50 steps, and
+  ``ModulationSettings(end_step=15)`` is the official absolute form (e.g. 25 steps: 8 modulated steps
+  with ``fraction``, 15 with ``end_step=15``);
 * self-attention modulated on the **unconditional** CFG branch (the official sliced-attention quirk;
   DenseDiffusion modulates the conditional one), cross-attention on the conditional branch;
 * every ``attn1`` is full-frame (all frames' keys), in inversion and editing.
@@ -68,7 +73,10 @@ class ModulationSettings:
         creg: cross-attention weight (official 1.0).
         treg_power, treg_offset: ``treg = ((t - treg_offset) / 1000) ** treg_power`` (official 5 and 1;
             DenseDiffusion uses offset 0).
-        fraction: modulate the first ``ceil(fraction * steps)`` steps (official: 15 of 50).
+        fraction: modulate the first ``ceil(fraction * steps)`` steps (15 of 50, as the official code at
+            its 50 steps; the window follows the number of steps).
+        end_step: the official absolute form: modulate the first ``end_step`` steps whatever the number of
+            steps (official code: 15, hard-coded); ``None`` (default) uses ``fraction``. Equal at 50 steps.
         factors: latent downsample factors of the modulated layers (official 2, 4, 8 = 32, 16, 8 for
             512 px; the factor-1 layers (64x64) are not modulated).
         self_branch: CFG branch modulated in self-attention (official quirk ``uncond``; DenseDiffusion
@@ -83,6 +91,7 @@ class ModulationSettings:
     treg_power: float = 5.0
     treg_offset: float = 1.0
     fraction: float = 0.3
+    end_step: int | None = None
     factors: tuple[int, ...] = (2, 4, 8)
     self_branch: Branch = "uncond"
     cross_branch: Branch = "cond"
@@ -94,9 +103,17 @@ class ModulationSettings:
         _branches(self.cross_branch)
         if not 0 <= self.fraction <= 1:
             raise ConfigError(f"modulation.fraction must be in [0, 1], got {self.fraction}")
+        if self.end_step is not None and (isinstance(self.end_step, bool) or int(self.end_step) < 0):
+            raise ConfigError(
+                f"modulation.end_step must be a number of steps >= 0 (official: 15) or null (use "
+                f"modulation.fraction), got {self.end_step!r}"
+            )
 
     def active_steps(self, num_steps: int) -> int:
-        """Number of modulated steps: 15 for 50 steps at 0.3; at least one when ``fraction > 0``."""
+        """Number of modulated steps: ``end_step`` (official absolute form; at most ``num_steps``) when
+        set, else ``ceil(fraction * num_steps)``: 15 for 50 steps at 0.3, at least one when ``fraction > 0``."""
+        if self.end_step is not None:
+            return min(int(self.end_step), num_steps)
         return math.ceil(self.fraction * num_steps - 1e-9)
 
     def treg(self, timestep: int | float) -> float:

@@ -7,6 +7,7 @@ key                               official                    alternatives
 ================================  ==========================  =====================================
 modulation.self_branch            uncond (sliced-head quirk)  cond (DenseDiffusion), both
 modulation.treg_offset            1: ((t-1)/1000)^5           0: (t/1000)^5 (DenseDiffusion)
+modulation.end_step               15 steps, absolute          null (default here): ceil(fraction * steps)
 modulation.mask_downsample        nearest                     max, area (thin parts survive)
 frame_span                        all (quadratic in frames)   window (+ first frame; linear)
 skip_missing_local_prompts        true (silent)               false (default here: an error)
@@ -17,8 +18,19 @@ skip_mode (blending_percentage)   official (x_981, loop idx)  consistent
 blend_source                      noised                      inverted
 ================================  ==========================  =====================================
 
-``skip_missing_local_prompts`` defaults to ``false``: a local prompt that is not in the full prompt is an
-error (the official code ignores it silently).
+``modulation.end_step`` defaults to ``null``: the first ``ceil(fraction * steps)`` steps are modulated
+(``fraction`` 0.3), so the window covers the same noise levels at any number of steps; the official code
+modulates an absolute 15 steps (``end_step=15``). Both give 15 at the official 50 steps; at 25 steps
+``fraction`` modulates 8 (t 961..821), ``end_step=15`` 15 (t 961..401).
+
+``skip_missing_local_prompts`` defaults to ``false``: a local prompt that is not a token subsequence of the
+full prompt is an error, raised before any model is loaded. The official code looks for each local prompt's
+``n`` tokens at every start ``j = 0..76`` of the 77-token full prompt and compares ``ids[j:j+n]`` with them;
+near the end that slice is shorter than ``n``, so a missing prompt of 1 or 2 tokens is skipped silently
+(the 1-token slice broadcasts against 2 tokens) and a missing prompt of 3 or more tokens crashes with a
+tensor size mismatch. ``true`` skips every missing local prompt, whatever its length, with a warning in
+``run.log`` (the official silent skip, extended to the lengths where the official code crashes): its region
+still groups self-attention and latent blending, but no prompt tokens are tied to it.
 """
 
 from __future__ import annotations
@@ -107,7 +119,9 @@ class VideoGrainMethod(InversionEditMethod):
         raft_weights: path of RAFT-large weights.
         blending_percentage, skip_mode, blend_source: see :class:`VideoGrainPipeline`.
         negative_prompt_target: ``controlnet`` (official) or ``both``.
-        skip_missing_local_prompts: ignore local prompts missing from the full prompt (official).
+        skip_missing_local_prompts: skip (with a warning) local prompts missing from the full prompt,
+            whatever their length; the official code skips those of 1-2 tokens silently and crashes on
+            longer ones (see the module docstring). Default ``false``: an error before any model loads.
         vis_cross_attn: write per-word cross-attention heatmaps of each edit.
         vis_factor: latent downsample factor of the visualised layers (2 = 32x32 for 512 px).
         attention_maps: cross-attention maps recorded for the visualisation and the cluster-word matching:
