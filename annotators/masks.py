@@ -332,7 +332,7 @@ class VideoMaskBuilder:
                 ]
                 for kfs in self.prompts.regions.values()
             ]
-            masks = self.sam2.propagate_prompts(frames, prompts)
+            masks = self.sam2.propagate_prompts(frames, prompts, list(self.prompts.regions))
         else:
             keyframes = self.keyframe_masks(frames, indices)
             masks = np.stack([self.propagator.propagate(frames, k) for k in keyframes], axis=1)

@@ -396,7 +396,10 @@ class Sam2VideoPropagator:
 
     @torch.inference_mode()
     def propagate_prompts(
-        self, frames: np.ndarray, prompts: Sequence[Sequence[Mapping[str, Any]]]
+        self,
+        frames: np.ndarray,
+        prompts: Sequence[Sequence[Mapping[str, Any]]],
+        names: Sequence[str] | None = None,
     ) -> np.ndarray:
         """Masks ``(F, R, H, W)`` bool from per-region keyframe prompts.
 
@@ -404,6 +407,7 @@ class Sam2VideoPropagator:
             frames: ``(F, H, W, 3)`` uint8.
             prompts: for each region, a list of ``{"position", "points", "labels", "box", "mask"}``
                 (position in ``frames``; pixel coordinates of ``frames``; mask ``(H, W)`` bool).
+            names: the regions' names, for messages (default ``#0``, ``#1``, ...).
 
         Raises:
             MaskError: a region without prompts, a position outside the frames, a mask of another size.
@@ -412,16 +416,20 @@ class Sam2VideoPropagator:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (F, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
         num, height, width = frames.shape[:3]
-        regions = [merge_prompts(f"#{r}", region) for r, region in enumerate(prompts)]
-        for r, region in enumerate(regions):
+        names = list(names) if names is not None else [f"#{r}" for r in range(len(prompts))]
+        regions = [merge_prompts(name, region) for name, region in zip(names, prompts, strict=True)]
+        for name, region in zip(names, regions):
             if not region:
-                raise MaskError(f"Region #{r} has no keyframe prompt: SAM-2 needs at least one per region.")
+                raise MaskError(
+                    f"Region '{name}' has no keyframe prompt: SAM-2 needs at least one per region."
+                )
             for p in region:
                 if not 0 <= p.position < num:
-                    raise MaskError(f"Region #{r}: keyframe position {p.position} outside 0..{num - 1}.")
+                    raise MaskError(f"Region '{name}': keyframe position {p.position} outside 0..{num - 1}.")
                 if p.mask is not None and p.mask.shape != (height, width):
                     raise MaskError(
-                        f"Region #{r}, keyframe {p.position}: mask is {p.mask.shape} but frames are {(height, width)}."
+                        f"Region '{name}', keyframe {p.position}: mask is {p.mask.shape} but frames are "
+                        f"{(height, width)}."
                     )
         out = np.zeros((num, len(regions), height, width), dtype=bool)
         model = self.model

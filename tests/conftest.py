@@ -15,6 +15,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+FULL_MATRIX_COMMAND = "VIDEOEDIT_FULL_MATRIX=1 bash test.sh tests/test_dtype_matrix.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``full_matrix`` (the slow rest of the dtype matrix) run only with VIDEOEDIT_FULL_MATRIX=1."""
+    if os.environ.get("VIDEOEDIT_FULL_MATRIX") == "1":
+        return
+    skip = pytest.mark.skip(reason=f"the rest of the dtype matrix: {FULL_MATRIX_COMMAND}")
+    for item in items:
+        if "full_matrix" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Cache and output roots in a temporary folder for the whole session."""

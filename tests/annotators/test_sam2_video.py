@@ -197,6 +197,10 @@ def test_two_regions_prompted_on_different_frames(tmp_path, monkeypatch, dtype):
     )
     assert out.shape == (3, 2, H, W) and out.dtype == bool
     assert prop.last_passes.forward == [0, 1, 2] and prop.last_passes.backward == []
+    with pytest.raises(MaskError, match=r"Region 'man': keyframe position 3 outside 0\.\.2"):
+        prop.propagate_prompts(frames, [[{"position": 3, "box": [8, 14, 28, 34]}]], ["man"])
+    with pytest.raises(MaskError, match="Region 'man' has no keyframe prompt"):
+        prop.propagate_prompts(frames, [[]], ["man"])
     if dtype == "float32":  # the situation that crashed: bf16 memory, fp32 queries
         assert (torch.bfloat16, torch.float32) in seen
     assert not list((tmp_path / "tmp").iterdir())  # nothing in $TMPDIR
