@@ -1,11 +1,13 @@
-"""GPU check: every method end to end in fp16 with SD-1.5-shaped random weights at 512 px, one command.
+"""GPU check: every method end to end at 512 px with random weights of the real model shapes, one command.
 
     python benchmarks/gpu_check.py --record      # on a CUDA machine: about 10 minutes, writes the results
-    python benchmarks/gpu_check.py --smoke       # anywhere (CPU): the tiny model at 64 px, 2 steps
+    python benchmarks/gpu_check.py --smoke       # anywhere (CPU): the tiny models at 64 px, 2 steps
 
 Each method runs through ``edit()`` (the real path: data, conditions, inversion, edit, metrics, the result
-tree) on the generated two-figures clip with its OpenPose maps, ``model=sd15_random`` (SD-1.5's exact
-shapes, seeded random weights: no download; the images are noise), ``dtype=fp16``:
+tree) on the generated two-figures clip with its OpenPose maps at 512x512. SD-1.5 methods use
+``model=sd15_random`` (SD-1.5's exact shapes, seeded random weights: no download; the images are noise) in
+fp16, the video DiT ``model=wan21_1_3b_random`` (the Wan 2.1 1.3B transformer's shapes; its VAE and text
+encoder are the tiny ones) in bf16, Wan's own precision:
 
 ========================  ========  ===============================================================
 method                    frames    what it checks
@@ -16,20 +18,24 @@ dualflow_streaming        64        frame after frame with K/V stores
 dualflow_lockstep         16
 ddim, consistent_ddim     16
 keyframe_propagate        16        4 keyframes edited jointly, propagated, refined
+sample                    16        plain sampling: the cost reference
+wan_sample                33        Wan 2.1 1.3B transformer, plain sampling (9 latent frames)
+wan_flowedit              33        FlowEdit on Wan
+wan_flowedit_layout       33        FlowEdit with layout attention on Wan's DiT
 ========================  ========  ===============================================================
 
 Steps are reduced so the whole check fits in 10 minutes (``--steps``, default 10; TokenFlow inverts on a
-50-step grid instead of 500): **memory is what this check measures**. Peak memory does not depend on the
-number of steps as long as every kind of step runs at least once: with 10 steps VideoGrain modulates 3
-steps and injects PnP features, TokenFlow injects PnP/attention in its first steps, dual-flow updates its
-flows and bank. Time per method is reported for the reduced steps.
+50-step grid instead of 500; FlowEdit runs the last 7 of 10): **memory is what this check measures**. Peak
+memory does not depend on the number of steps as long as every kind of step runs at least once: with 10
+steps VideoGrain modulates 3 steps and injects PnP features, TokenFlow injects PnP/attention in its first
+steps, dual-flow updates its flows and bank. Time per method is reported for the reduced steps.
 
 Per method: the peak CUDA memory torch allocated during the run (weights included), the peak reserved,
-wall time, the run's own timings, and whether any watched boundary (UNet, ControlNet, text encoder, VAE)
-produced a NaN or infinity (:class:`videoedit.analysis.dtype_probe.DtypeProbe`). Results go to
+wall time, the run's own timings, and whether any watched boundary (the denoiser, ControlNet, text encoder,
+VAE) produced a NaN or infinity (:class:`videoedit.analysis.dtype_probe.DtypeProbe`). Results go to
 ``--out`` (default: a temporary folder); ``--record`` writes ``benchmarks/results/gpu_check.json`` and the
 table of ``benchmarks/README.md`` (between its ``gpu_check`` markers). The exit code is 1 when a method
-fails, produces non-finite values or misses its memory target.
+fails, produces non-finite values or misses its memory target. Adding a method is one line of ``CHECKS``.
 
 The test suite runs ``--smoke`` (``tests/test_gpu_check.py``).
 """
@@ -55,18 +61,28 @@ BEGIN, END = "<!-- gpu_check:begin -->", "<!-- gpu_check:end -->"
 GIB = 2**30
 #: what the model boundaries must keep finite (SD-1.5-shaped stack)
 WATCHED = ("UNet2DConditionModel", "ControlNetModel", "CLIPTextModel", "Encoder", "Decoder")
+WATCHED += ("WanTransformer3DModel", "UMT5EncoderModel", "WanEncoder3d", "WanDecoder3d")
 
 
 @dataclass(frozen=True)
 class Check:
-    """One method of the check: its overrides (on top of the common ones), frames, and memory target."""
+    """One method of the check: its overrides (on top of the common ones), model, frames and memory target."""
 
     name: str
     overrides: tuple[str, ...]
     frames: int
     target_gib: float | None = None
     steps_keys: tuple[str, ...] = ("method.num_inference_steps",)
+    model: str = "sd15_random"
 
+
+#: per GPU model config: the model, dtype and frames of ``--smoke`` (dtype: fp16 for SD-1.5, whose CUDA default it
+#: is; Wan's own default, bf16, its official precision)
+MODELS = {
+    "sd15_random": {"dtype": "fp16", "smoke_model": "tiny", "smoke_frames": 4},
+    "wan21_1_3b_random": {"dtype": "bf16", "smoke_model": "wan_tiny", "smoke_frames": 5},
+}
+LOCAL = '["left astronaut and right astronaut before cherry trees","left astronaut","right astronaut","cherry trees"]'
 
 CHECKS = [
     Check("videograin", ("+experiment=instance_edit", "data=two_figures", "method.flow_backend=dis"), 16, 12.0),
@@ -76,6 +92,11 @@ CHECKS = [
     Check("ddim", ("method=ddim",), 16),
     Check("consistent_ddim", ("+experiment=consistent_two_figures",), 16),
     Check("keyframe_propagate", ("+experiment=keyframe_two_figures", "method.flow.backend=dis", "method.refine.num_inference_steps={steps}"), 16, steps_keys=("method.keyframe_method.num_inference_steps",)),
+    Check("sample", ("method=sample",), 16),
+    # the video DiT (Wan 2.1 1.3B transformer shapes; its tiny random VAE and text encoder): 4k+1 frames
+    Check("wan_sample", ("method=sample", "controlnet=none"), 33, model="wan21_1_3b_random"),
+    Check("wan_flowedit", ("+experiment=wan_flowedit_two_figures", "method.n_max={n_max}"), 33, model="wan21_1_3b_random"),
+    Check("wan_flowedit_layout", ("method=flowedit_layout", "controlnet=none", "method.n_max={n_max}", f"prompts=[{LOCAL}]"), 33, model="wan21_1_3b_random"),
 ]  # fmt: skip
 
 
@@ -85,6 +106,8 @@ class Outcome:
     frames: int
     size: int
     steps: int
+    model: str = ""
+    dtype: str = ""
     status: str = "ok"
     seconds: float = 0.0
     peak_allocated_gib: float | None = None
@@ -100,20 +123,22 @@ class Outcome:
 def overrides_for(check: Check, smoke: bool, steps: int, inversion_steps: int, out_root: Path) -> list[str]:
     """The ``compose`` overrides of one check."""
     size = 64 if smoke else 512
-    frames = 4 if smoke else check.frames
+    model = MODELS[check.model]
+    frames = model["smoke_frames"] if smoke else check.frames
     common = [
-        "model=tiny" if smoke else "model=sd15_random",
+        f"model={model['smoke_model'] if smoke else check.model}",
         "data=two_figures",
         f"data.num_frames={frames}",
         f"data.height={size}",
         f"data.width={size}",
-        "dtype=fp32" if smoke else "dtype=fp16",
+        "dtype=fp32" if smoke else f"dtype={model['dtype']}",
         "device=auto",
         "progress_bar=false",
         "metrics.clip_model=null",
         f"paths.output_root={out_root}",
     ]
-    method = [o.format(steps=steps, inversion_steps=inversion_steps) for o in check.overrides]
+    n_max = max(1, round(0.7 * steps))  # FlowEdit runs the last 70% of its steps (Wan port: 35 of 50)
+    method = [o.format(steps=steps, inversion_steps=inversion_steps, n_max=n_max) for o in check.overrides]
     method += [f"{key}={steps}" for key in check.steps_keys]
     if check.name == "tokenflow":
         method += ["method.batch_size=2"] if smoke else []
@@ -132,9 +157,10 @@ def run_check(check: Check, smoke: bool, steps: int, inversion_steps: int, work:
     from videoedit.config import compose_config
     from videoedit.edit import edit
 
-    outcome = Outcome(
-        check.name, 4 if smoke else check.frames, 64 if smoke else 512, steps, target_gib=check.target_gib
-    )
+    frames = MODELS[check.model]["smoke_frames"] if smoke else check.frames
+    outcome = Outcome(check.name, frames, 64 if smoke else 512, steps, target_gib=check.target_gib)
+    outcome.model = MODELS[check.model]["smoke_model"] if smoke else check.model
+    outcome.dtype = "fp32" if smoke else MODELS[check.model]["dtype"]
     cfg = compose_config(overrides_for(check, smoke, steps, inversion_steps, work / "outputs"))
     gc.collect()
     if torch.cuda.is_available():
@@ -167,11 +193,11 @@ def markdown_table(outcomes: list[Outcome], machine: dict) -> str:
     """The results as a Markdown table (with the machine and the settings above it)."""
     lines = [
         f"Machine: {machine.get('cuda') or 'CPU'}; torch {machine['torch']}; "
-        f"{'smoke (tiny model, CPU sizes)' if machine.get('smoke') else 'fp16, SD-1.5-shaped random weights, 512 px'}; "
+        f"{'smoke (tiny models, CPU sizes, fp32)' if machine.get('smoke') else 'random weights of the real shapes, 512 px'}; "
         f"{outcomes[0].steps if outcomes else '?'} steps.",
         "",
-        "| method | frames | status | peak allocated | peak reserved | target | time |",
-        "|---|---|---|---|---|---|---|",
+        "| method | model, dtype | frames | status | peak allocated | peak reserved | target | time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         alloc = "-" if o.peak_allocated_gib is None else f"{o.peak_allocated_gib:.2f} GiB"
@@ -183,7 +209,8 @@ def markdown_table(outcomes: list[Outcome], machine: dict) -> str:
             target = f"<= {o.target_gib:g} GiB{verdict}"
         status = o.status if not o.nonfinite else f"non-finite at {', '.join(o.nonfinite)}"
         lines.append(
-            f"| {o.name} | {o.frames} x {o.size}² | {status} | {alloc} | {reserved} | {target} | {o.seconds:.0f} s |"
+            f"| {o.name} | {o.model}, {o.dtype} | {o.frames} x {o.size}² | {status} | {alloc} | {reserved} | {target} "
+            f"| {o.seconds:.0f} s |"
         )
     return "\n".join(lines)
 

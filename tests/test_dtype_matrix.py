@@ -8,11 +8,12 @@ matrix (same tests) runs with
     VIDEOEDIT_FULL_MATRIX=1 bash test.sh tests/test_dtype_matrix.py
 
 Promises checked (CPU):
-* the models (UNet, ControlNet, text encoder, VAE encoder/decoder) run in the run's dtype
-  (``dtype=``, README "Real weights"), inputs and outputs;
-* decoded frames are float32 (``VideoEditPipeline.decode_latents``);
+* SD family: the models (UNet, ControlNet, text encoder, VAE encoder/decoder) run in the run's dtype
+  (``dtype=``, README "Real weights"), inputs and outputs; decoded frames are float32;
+* Wan family: transformer and text encoder in the run's dtype, the VAE always in fp32
+  (``configs/model/wan21_t2v_1_3b.yaml``), velocities and decoded frames in fp32;
 * VideoGrain's ST-Layout scores and softmax are float32 for half inputs on the CPU (``st_layout.py``), its
-  attention outputs come back in the run's dtype; FLATTEN too;
+  attention outputs come back in the run's dtype; FLATTEN too; the same for the layout attention on Wan's DiT;
 * dual-flow's additive bias is in the queries' dtype (SDPA needs it so);
 * ``metrics.json`` is strict JSON without NaN/Infinity and names the run's dtype.
 """
@@ -20,6 +21,7 @@ Promises checked (CPU):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -49,17 +51,37 @@ class Boundary:
     finite: bool = True
 
 
-#: what every run of an SD-shaped model promises
+#: what every run of an SD-shaped model promises: every module in the run's dtype, decoded frames in fp32
 SD_BOUNDARIES = (
     Boundary("UNet2DConditionModel", RUN, RUN),
-    Boundary("ControlNetModel", RUN, RUN),
+    Boundary("ControlNetModel", RUN, RUN, required=False),
     Boundary("CLIPTextModel", None, RUN),
-    Boundary("Encoder", RUN, RUN),
+    Boundary("Encoder", RUN, RUN, required=False),  # plain sampling encodes nothing
     Boundary("Decoder", RUN, RUN),
     Boundary("videoedit.pipelines.pipeline_video_edit:VideoEditPipeline.decode_latents", None, F32),
 )
-#: per model config (``model=<name>``): the boundaries of its backbone
-MODELS = {"tiny": SD_BOUNDARIES}
+#: Wan 2.1 (configs/model/wan21_t2v_1_3b.yaml): the transformer and text encoder in the run's dtype, the VAE
+#: always in fp32, velocities and decoded frames in fp32
+WAN_BOUNDARIES = (
+    Boundary("WanTransformer3DModel", RUN, RUN),
+    Boundary("UMT5EncoderModel", None, RUN),
+    Boundary("WanEncoder3d", F32, F32, required=False),
+    Boundary("WanDecoder3d", F32, F32),
+    Boundary("videoedit.pipelines.pipeline_wan:WanVideoEditPipeline.velocity", None, F32),
+    Boundary("videoedit.pipelines.pipeline_wan:WanVideoEditPipeline.decode_latents", None, F32),
+)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model config of the matrix: its boundaries and the clip it takes (frames; 64x64 for all)."""
+
+    boundaries: tuple[Boundary, ...]
+    frames: int
+
+
+#: per model config (``model=<name>``)
+MODELS = {"tiny": Model(SD_BOUNDARIES, 4), "wan_tiny": Model(WAN_BOUNDARIES, 5)}  # Wan: 4k+1 frames
 
 VIDEOGRAIN = (
     Boundary("videoedit.attention.st_layout:modulate_logits", F32, F32),  # fp32 scores + softmax on the CPU
@@ -70,17 +92,24 @@ VIDEOGRAIN = (
 DUALFLOW = (
     Boundary("videoedit.attention.dualflow:dualflow_bias", None, RUN, finite=False),
 )  # -inf: empty slots
+WAN_LAYOUT = (
+    Boundary("videoedit.attention.st_layout:modulate_logits", F32, F32),
+    Boundary("videoedit.attention.wan_layout:full_frame_attention", RUN, RUN),
+    Boundary("videoedit.attention.wan_layout:modulated_cross_attention", RUN, RUN),
+)
 
-#: the sizes of every case: 4 frames of the generated two-figures clip at 64x64, 2 steps, no CLIP scores
+#: the clip of every case: the generated two-figures clip at 64x64 (frames: the model's), no CLIP scores
 TINY = (
     "data=two_figures",
-    "data.num_frames=4",
     "data.height=64",
     "data.width=64",
     "progress_bar=false",
     "metrics.clip_model=null",
 )
 STEPS2 = ("method.num_inference_steps=2",)
+LOCAL = (
+    'prompts=[["left astronaut and right astronaut before cherry trees","left astronaut","right astronaut","cherry trees"]]',
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +129,12 @@ CASES = [
     Case("tokenflow", "tiny", ("method=tokenflow", *STEPS2, "method.batch_size=2", "method.inversion.num_inversion_steps=10"), full_only=("fp16", "bf16")),
     Case("dualflow_lockstep", "tiny", ("+experiment=dualflow_two_figures", *STEPS2, "method.flow_backend=dis"), DUALFLOW, full_only=("fp16",)),
     Case("dualflow_streaming", "tiny", ("+experiment=dualflow_two_figures", *STEPS2, "method.mode=streaming", "method.flow_backend=dis"), DUALFLOW, full_only=("fp16", "bf16")),
-    Case("consistent_ddim", "tiny", ("+experiment=consistent_two_figures", *STEPS2, "data.num_frames=4", "method.self_attention.tile_size=2"), full_only=("fp16", "bf16")),
-    Case("keyframe_propagate", "tiny", ("+experiment=keyframe_two_figures", "data.num_frames=4", "method.num_keyframes=2", "method.keyframe_method.num_inference_steps=2", "method.refine.strength=0.5", "method.refine.num_inference_steps=2", "method.flow.backend=dis"), full_only=("bf16",)),
+    Case("consistent_ddim", "tiny", ("+experiment=consistent_two_figures", *STEPS2, "method.self_attention.tile_size=2"), full_only=("fp16", "bf16")),
+    Case("keyframe_propagate", "tiny", ("+experiment=keyframe_two_figures", "method.num_keyframes=2", "method.keyframe_method.num_inference_steps=2", "method.refine.strength=0.5", "method.refine.num_inference_steps=2", "method.flow.backend=dis"), full_only=("bf16",)),
+    Case("sample", "tiny", ("method=sample", *STEPS2), full_only=("fp16", "bf16")),
+    Case("sample", "wan_tiny", ("method=sample", "controlnet=none", *STEPS2), full_only=("fp16",)),
+    Case("flowedit", "wan_tiny", ("+experiment=wan_flowedit_two_figures", *STEPS2, "method.n_max=2"), full_only=("fp16",)),
+    Case("flowedit_layout", "wan_tiny", ("method=flowedit_layout", "controlnet=none", *STEPS2, "method.n_max=2", *LOCAL), WAN_LAYOUT, full_only=("fp16",)),
 ]  # fmt: skip
 
 
@@ -125,10 +158,19 @@ def _strict_json(text: str) -> dict:
 
 @pytest.mark.parametrize(("case", "dtype"), list(_params()))
 def test_dtype_matrix(case: Case, dtype: str, compose, tmp_path, monkeypatch):
-    monkeypatch.setenv("VIDEOEDIT_CACHE_ROOT", str(tmp_path / "cache"))
+    tokenizers = os.environ["VIDEOEDIT_CACHE_ROOT"] + "/tokenizer"  # the session's: built once
+    monkeypatch.setenv("VIDEOEDIT_CACHE_ROOT", str(tmp_path / "cache"))  # every inversion computed here
     run = DTYPES[dtype]
-    cfg = compose(*case.overrides, f"model={case.model}", *TINY, f"dtype={dtype}")
-    boundaries = (*MODELS[case.model], *case.boundaries)
+    model = MODELS[case.model]
+    cfg = compose(
+        *case.overrides,
+        f"model={case.model}",
+        f"model.tokenizer_cache_dir={tokenizers}",
+        *TINY,
+        f"data.num_frames={model.frames}",
+        f"dtype={dtype}",
+    )
+    boundaries = (*model.boundaries, *case.boundaries)
     modules = [b.target for b in boundaries if ":" not in b.target]
     functions = [b.target for b in boundaries if ":" in b.target]
     with DtypeProbe(modules, functions) as probe:
@@ -156,7 +198,7 @@ def test_dtype_matrix(case: Case, dtype: str, compose, tmp_path, monkeypatch):
         "source_video.mp4",
         "sample/edit0_seed0.mp4",
         "sample/edit0_seed0/00000.png",
-        "sample/edit0_seed0/00003.png",
+        f"sample/edit0_seed0/{model.frames - 1:05d}.png",
         "sample/comparison.mp4",
         "sample/edits.json",
     ):
@@ -164,5 +206,5 @@ def test_dtype_matrix(case: Case, dtype: str, compose, tmp_path, monkeypatch):
     metrics = _strict_json((root / "metrics.json").read_text())
     assert metrics["dtype"] == str(run).removeprefix("torch.")
     frames = result.edits["edit0_seed0"]
-    assert frames.shape == (4, 64, 64, 3) and frames.dtype.name == "uint8"
+    assert frames.shape == (model.frames, 64, 64, 3) and frames.dtype.name == "uint8"
     assert metrics["quality"]  # the metrics ran on the edit
