@@ -210,8 +210,8 @@ class VideoMaskBuilder:
             ``float16`` or ``float32``.
         sam2_image_size: SAM-2's input size (``None``: the model config's, 1024).
         sam2_model_overrides: ``key=value`` changes of SAM-2's model config (small random models in tests).
-        scratch_root: where SAM-2's frame folder is written and removed (``None``: the cache root's
-            ``scratch/``, never ``$TMPDIR``).
+        cache_root: SAM-2's frame folder is written under ``<cache_root>/tmp`` and removed (``None``: the
+            default cache root; never ``$TMPDIR``). ``data=video_sam`` passes the clip's ``cache_root``.
         device: ``auto``, ``cpu``, ``cuda``.
     """
 
@@ -232,7 +232,7 @@ class VideoMaskBuilder:
         sam2_dtype: str = "auto",
         sam2_image_size: int | None = None,
         sam2_model_overrides: Sequence[str] = (),
-        scratch_root: str | None = None,
+        cache_root: str | None = None,
         device: str = "auto",
     ) -> None:
         parsed = RegionPrompts.load(prompts)
@@ -259,7 +259,7 @@ class VideoMaskBuilder:
                 device,
                 dtype=sam2_dtype,
                 image_size=sam2_image_size,
-                scratch_root=scratch_root,
+                cache_root=cache_root,
                 model_overrides=sam2_model_overrides,
             )
             if propagation == "sam2"
@@ -448,7 +448,7 @@ class PromptedVideoClip(VideoClip):
         if isinstance(mask_builder, VideoMaskBuilder):
             builder = mask_builder
         else:  # scratch files (SAM-2's frame folder) under this clip's cache root unless set
-            builder = VideoMaskBuilder(**{"scratch_root": str(root / "scratch"), **dict(mask_builder)})
+            builder = VideoMaskBuilder(**{"cache_root": str(root), **dict(mask_builder)})
         unknown = [r for r in regions or () if r not in builder.regions]
         if unknown:
             raise MaskError(
@@ -607,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sam2_config=args.sam2_config,
             sam2_checkpoint=args.sam2_checkpoint,
             sam2_dtype=args.sam2_dtype,
-            scratch_root=str(Path(args.cache_root or default_cache_root()) / "scratch"),
+            cache_root=args.cache_root,
             device=args.device,
         )
         cache = (

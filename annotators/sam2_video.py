@@ -15,8 +15,9 @@ frames). ``dtype="auto"`` runs bf16 autocast on CUDA (official) and fp32 on the 
 30x slower; in fp32 a forward pre-hook on the memory attention casts the stored memories back to the
 queries' dtype (they stay bf16-rounded in storage, as in the official code).
 
-SAM-2's video predictor reads a folder of JPEG frames: they are written under ``scratch_root`` (the
-configured cache root's ``scratch/``, never ``$TMPDIR``) and removed afterwards.
+SAM-2's video predictor reads a folder of JPEG frames: they are written to a fresh folder under the
+configured cache root's scratch folder (``<cache_root>/tmp``, :func:`videoedit.paths.scratch_dir`; never
+``$TMPDIR``) and removed afterwards.
 
 Importing ``sam2`` initialises Hydra's global state (``sam2/__init__.py``); :func:`import_sam2` undoes that
 when nothing else had initialised it, so tests and the ``run.py`` Hydra app compose their configs as usual.
@@ -26,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 
 from annotators.common import file_stamp, module_available, resolve_device
 from videoedit.errors import ConfigError, MaskError, ModelLoadError
+from videoedit.paths import temporary_directory
 
 logger = logging.getLogger(__name__)
 
@@ -309,8 +309,9 @@ class Sam2VideoPropagator:
         dtype: ``auto`` (bf16 autocast on CUDA as SAM-2's own demos, fp32 on the CPU), ``bfloat16``,
             ``float16`` (autocast) or ``float32``.
         image_size: SAM-2's input size; ``None``: the config's (1024).
-        scratch_root: where the JPEG frames for the predictor are written (a fresh folder per call, removed
-            afterwards); ``None``: ``$VIDEOEDIT_CACHE_ROOT/scratch`` (``~/.cache/videoedit/scratch``).
+        cache_root: the JPEG frames for the predictor go to a fresh folder under ``<cache_root>/tmp``, removed
+            afterwards (:func:`videoedit.paths.scratch_dir`; ``None``: ``$VIDEOEDIT_CACHE_ROOT`` or
+            ``~/.cache/videoedit``).
         offload_video_to_cpu: keep the decoded frames on the CPU (SAM-2's option; saves GPU memory).
         model_overrides: ``key=value`` changes of the model config (see :func:`build_sam2_video_model`).
         jpeg_quality: quality of the scratch JPEGs (SAM-2 reads JPEG folders only).
@@ -327,7 +328,7 @@ class Sam2VideoPropagator:
         device: str = "auto",
         dtype: str = "auto",
         image_size: int | None = None,
-        scratch_root: str | Path | None = None,
+        cache_root: str | Path | None = None,
         offload_video_to_cpu: bool = False,
         model_overrides: Sequence[str] = (),
         jpeg_quality: int = 95,
@@ -349,7 +350,7 @@ class Sam2VideoPropagator:
         self.dtype_name = dtype
         self.dtype = SAM2_DTYPES[dtype]
         self.image_size = None if image_size is None else int(image_size)
-        self.scratch_root = Path(scratch_root) if scratch_root else default_scratch_root()
+        self.cache_root = Path(cache_root) if cache_root else None
         self.offload_video_to_cpu = bool(offload_video_to_cpu)
         self.model_overrides = [str(o) for o in model_overrides or ()]
         self.jpeg_quality = int(jpeg_quality)
@@ -385,14 +386,11 @@ class Sam2VideoPropagator:
     def _frame_folder(self, frames: np.ndarray) -> Iterator[Path]:
         from PIL import Image
 
-        self.scratch_root.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="sam2-frames-", dir=self.scratch_root))
-        try:
+        with temporary_directory("sam2-frames-", self.cache_root) as tmp:
+            folder = Path(tmp)
             for i, frame in enumerate(frames):  # the predictor reads <int>.jpg, sorted by the number
                 Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=self.jpeg_quality)
             yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     @torch.inference_mode()
     def propagate_prompts(
@@ -471,11 +469,3 @@ class Sam2VideoPropagator:
             self.dtype_name,
         )
         return out
-
-
-def default_scratch_root() -> Path:
-    """``$VIDEOEDIT_CACHE_ROOT/scratch`` (or ``~/.cache/videoedit/scratch``, as ``configs/paths``)."""
-    import os
-
-    root = os.environ.get("VIDEOEDIT_CACHE_ROOT")
-    return (Path(root) if root else Path.home() / ".cache" / "videoedit") / "scratch"

@@ -3,12 +3,13 @@
     python benchmarks/bench_st_layout.py            # the full table (a few minutes on 2 cores)
     python benchmarks/bench_st_layout.py --quick    # F=8, 16x16 only
     python benchmarks/bench_st_layout.py --memory   # exact tensor memory of one call vs its chunk budget
+    python benchmarks/bench_st_layout.py --memory --record   # ... and write results/st_layout_memory.json
 
 ``--memory`` counts every tensor allocated inside the call until it is freed
 (:class:`videoedit.metrics.tensor_memory.LiveTensorBytes`), so it separates what the chunk budget bounds
 (scores, pair masks, ...) from what the call holds anyway (its output; per key group the gathered keys and
-values and, for half inputs on the CPU, their fp32 copies). Results go to ``results/st_layout_memory.json``
-(``--out`` to change).
+values and, for half inputs on the CPU, their fp32 copies). It prints its rows; ``--record`` writes them to
+``results/st_layout_memory.json``.
 
 Each measurement runs in a fresh subprocess; peak memory is the growth of the process's peak resident
 set during the call (``ru_maxrss`` after minus the resident set before), so it counts every temporary.
@@ -161,7 +162,7 @@ def memory_case(heads: int, dtype: str, frames: int, grid: int, span: str, budge
     }
 
 
-def memory_table(out: str) -> None:
+def memory_table(out: str | None) -> None:
     cases = [
         (heads, dtype, frames, grid, span, budget)
         for heads in (1, 8)
@@ -173,8 +174,9 @@ def memory_table(out: str) -> None:
         row = memory_case(*case)
         print(row, flush=True)
         rows.append(row)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"dim": DIM, "results": rows}, indent=2) + "\n")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({"dim": DIM, "results": rows}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -184,6 +186,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--budget-mb", type=int, default=256)
     parser.add_argument("--memory", action="store_true", help="exact tensor memory vs the chunk budget")
+    parser.add_argument("--record", action="store_true", help="--memory: write results/st_layout_memory.json")
     parser.add_argument(
         "--case", nargs=4, metavar=("VARIANT", "FRAMES", "GRID", "BUDGET"), help=argparse.SUPPRESS
     )
@@ -192,9 +195,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory:
         default = str(Path(__file__).parent / "results" / "st_layout.json")
-        memory_table(
-            args.out if args.out != default else str(Path(default).with_name("st_layout_memory.json"))
-        )
+        record = str(Path(default).with_name("st_layout_memory.json")) if args.record else None
+        memory_table(args.out if args.out != default else record)
         return
     if args.case:
         variant, frames, grid, budget = args.case

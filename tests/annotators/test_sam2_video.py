@@ -184,7 +184,7 @@ def test_two_regions_prompted_on_different_frames(tmp_path, monkeypatch, dtype):
         "cpu",
         dtype=dtype,
         image_size=128,
-        scratch_root=tmp_path / "scratch",
+        cache_root=tmp_path / "cache",
         model_overrides=SMALL,
     )
     seen = _record_memory_dtypes(prop)
@@ -204,7 +204,9 @@ def test_two_regions_prompted_on_different_frames(tmp_path, monkeypatch, dtype):
     if dtype == "float32":  # the situation that crashed: bf16 memory, fp32 queries
         assert (torch.bfloat16, torch.float32) in seen
     assert not list((tmp_path / "tmp").iterdir())  # nothing in $TMPDIR
-    assert not list((tmp_path / "scratch").iterdir())  # the frame folder is removed
+    assert not list(
+        (tmp_path / "cache" / "tmp").iterdir()
+    )  # the frame folder, under <cache_root>/tmp, is removed
 
 
 @needs_sam2
@@ -244,12 +246,12 @@ def test_video_sam_data_config_propagates_boxes_points_and_masks(compose, tmp_pa
         "data.resize.mode=none",
         f"paths.cache_root={tmp_path / 'cache'}",
     )
-    assert cfg.data.mask_builder.scratch_root == str(tmp_path / "cache" / "scratch")
     OmegaConf.update(cfg, "data.mask_builder.sam2_model_overrides", SMALL, force_add=True)
     clip = build(cfg.data, "data")
     assert isinstance(clip, PromptedVideoClip)
     prop = clip.mask_builder.sam2
     assert prop.dtype == torch.float32 and prop.settings()["config"] == "sam2.1_hiera_t.yaml"
+    assert prop.cache_root == tmp_path / "cache"  # the clip's cache root, passed down
     folders = []
     real_init = prop.model.init_state
 
@@ -271,7 +273,7 @@ def test_video_sam_data_config_propagates_boxes_points_and_masks(compose, tmp_pa
     masks = source.masks.numpy()
     np.testing.assert_array_equal(masks[:, 3], ~masks[:, :3].any(axis=1))
     # scratch frames under the cache root, removed; nothing in $TMPDIR
-    assert folders and folders[0].parent == tmp_path / "cache" / "scratch"
+    assert folders and folders[0].parent == tmp_path / "cache" / "tmp"
     assert not folders[0].exists() and not list((tmp_path / "tmp").iterdir())
     # cached: the second load does not run SAM-2
     again = build(cfg.data, "data")
