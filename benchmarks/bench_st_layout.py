@@ -8,8 +8,8 @@
 ``--memory`` counts every tensor allocated inside the call until it is freed
 (:class:`videoedit.metrics.tensor_memory.LiveTensorBytes`), so it separates what the chunk budget bounds
 (scores, pair masks, ...) from what the call holds anyway (its output; per key group the gathered keys and
-values and, for half inputs on the CPU, their fp32 copies). It prints its rows; ``--record`` writes them to
-``results/st_layout_memory.json``.
+values and, for half inputs on the CPU, their fp32 copies): ``st_layout_memory.json`` in ``benchmarks/runs/``,
+or ``benchmarks/results/`` with ``--record``.
 
 Each measurement runs in a fresh subprocess; peak memory is the growth of the process's peak resident
 set during the call (``ru_maxrss`` after minus the resident set before), so it counts every temporary.
@@ -162,7 +162,7 @@ def memory_case(heads: int, dtype: str, frames: int, grid: int, span: str, budge
     }
 
 
-def memory_table(out: str | None) -> None:
+def memory_table(out: Path) -> None:
     cases = [
         (heads, dtype, frames, grid, span, budget)
         for heads in (1, 8)
@@ -174,9 +174,9 @@ def memory_table(out: str | None) -> None:
         row = memory_case(*case)
         print(row, flush=True)
         rows.append(row)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps({"dim": DIM, "results": rows}, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"dim": DIM, "results": rows}, indent=2) + "\n")
+    print(f"results: {out}")
 
 
 def main() -> None:
@@ -186,7 +186,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--budget-mb", type=int, default=256)
     parser.add_argument("--memory", action="store_true", help="exact tensor memory vs the chunk budget")
-    parser.add_argument("--record", action="store_true", help="--memory: write results/st_layout_memory.json")
     parser.add_argument(
         "--case", nargs=4, metavar=("VARIANT", "FRAMES", "GRID", "BUDGET"), help=argparse.SUPPRESS
     )
@@ -194,9 +193,7 @@ def main() -> None:
     add_record_argument(parser)
     args = parser.parse_args()
     if args.memory:
-        default = str(Path(__file__).parent / "results" / "st_layout.json")
-        record = str(Path(default).with_name("st_layout_memory.json")) if args.record else None
-        memory_table(args.out if args.out != default else record)
+        memory_table(result_path("st_layout_memory.json", args.record, args.out))
         return
     if args.case:
         variant, frames, grid, budget = args.case

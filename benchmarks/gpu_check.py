@@ -33,8 +33,8 @@ steps, dual-flow updates its flows and bank. Time per method is reported for the
 Per method: the peak CUDA memory torch allocated during the run (weights included), the peak reserved,
 wall time, the run's own timings, and whether any watched boundary (the denoiser, ControlNet, text encoder,
 VAE) produced a NaN or infinity (:class:`videoedit.analysis.dtype_probe.DtypeProbe`). Results go to
-``--out`` (default: a temporary folder); ``--record`` writes ``benchmarks/results/gpu_check.json`` and the
-table of ``benchmarks/README.md`` (between its ``gpu_check`` markers). The exit code is 1 when a method
+``benchmarks/runs/gpu_check.json`` (or ``--out``); ``--record`` writes ``benchmarks/results/gpu_check.json``
+and the table of ``benchmarks/README.md`` (between its ``gpu_check`` markers). The exit code is 1 when a method
 fails, produces non-finite values or misses its memory target. Adding a method is one line of ``CHECKS``.
 
 The test suite runs ``--smoke`` (``tests/test_gpu_check.py``).
@@ -55,6 +55,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import add_record_argument, result_path  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "gpu_check.json"
 README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- gpu_check:begin -->", "<!-- gpu_check:end -->"
@@ -248,11 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         "--inversion-steps", type=int, default=50, help="TokenFlow's inversion grid (official 500)"
     )
     parser.add_argument("--methods", nargs="*", default=None, help=f"subset of {[c.name for c in CHECKS]}")
-    parser.add_argument("--out", default=None, help="results JSON (default: in a temporary folder)")
-    parser.add_argument("--work", default=None, help="folder for the result trees (default: temporary)")
     parser.add_argument(
-        "--record", action="store_true", help=f"write {RESULTS.relative_to(ROOT)} and the README table"
+        "--out", default=None, help="results JSON (default: gpu_check.json in benchmarks/runs)"
     )
+    parser.add_argument("--work", default=None, help="folder for the result trees (default: temporary)")
+    add_record_argument(parser)  # with --record, also the table of benchmarks/README.md
     parser.add_argument("--readme", default=str(README), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokenflow_inversion_steps": inversion_steps,
         "results": [o.__dict__ for o in outcomes],
     }
-    out = RESULTS if args.record else Path(args.out or work / "gpu_check.json")
+    out = result_path(RESULTS.name, args.record, args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(outcomes, machine)

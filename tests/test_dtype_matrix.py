@@ -60,16 +60,19 @@ SD_BOUNDARIES = (
     Boundary("Decoder", RUN, RUN),
     Boundary("videoedit.pipelines.pipeline_video_edit:VideoEditPipeline.decode_latents", None, F32),
 )
+
+
 #: Wan 2.1 (configs/model/wan21_t2v_1_3b.yaml): the transformer and text encoder in the run's dtype, the VAE
 #: always in fp32, velocities and decoded frames in fp32
-WAN_BOUNDARIES = (
-    Boundary("WanTransformer3DModel", RUN, RUN),
-    Boundary("UMT5EncoderModel", None, RUN),
-    Boundary("WanEncoder3d", F32, F32, required=False),
-    Boundary("WanDecoder3d", F32, F32),
-    Boundary("videoedit.pipelines.pipeline_wan:WanVideoEditPipeline.velocity", None, F32),
-    Boundary("videoedit.pipelines.pipeline_wan:WanVideoEditPipeline.decode_latents", None, F32),
-)
+def wan_boundaries(transformer: str = "WanTransformer3DModel") -> tuple[Boundary, ...]:
+    return (
+        Boundary(transformer, RUN, RUN),
+        Boundary("UMT5EncoderModel", None, RUN),
+        Boundary("WanEncoder3d", F32, F32, required=False),
+        Boundary("WanDecoder3d", F32, F32),
+        Boundary("videoedit.pipelines.pipeline_wan:WanVideoEditPipeline.velocity", None, F32),
+        Boundary("videoedit.pipelines.pipeline_wan:WanVideoEditPipeline.decode_latents", None, F32),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,11 @@ class Model:
 
 
 #: per model config (``model=<name>``)
-MODELS = {"tiny": Model(SD_BOUNDARIES, 4), "wan_tiny": Model(WAN_BOUNDARIES, 5)}  # Wan: 4k+1 frames
+MODELS = {
+    "tiny": Model(SD_BOUNDARIES, 4),
+    "wan_tiny": Model(wan_boundaries(), 5),  # Wan: 4k+1 frames
+    "wan_vace_tiny": Model(wan_boundaries("WanVACETransformer3DModel"), 5),
+}
 
 VIDEOGRAIN = (
     Boundary("videoedit.attention.st_layout:modulate_logits", F32, F32),  # fp32 scores + softmax on the CPU
@@ -134,6 +141,7 @@ CASES = [
     Case("sample", "tiny", ("method=sample", *STEPS2), full_only=("fp16", "bf16")),
     Case("sample", "wan_tiny", ("method=sample", "controlnet=none", *STEPS2), full_only=("fp16",)),
     Case("flowedit", "wan_tiny", ("+experiment=wan_flowedit_two_figures", *STEPS2, "method.n_max=2"), full_only=("fp16",)),
+    Case("flowedit_pose", "wan_vace_tiny", ("+experiment=wan_flowedit_pose", *STEPS2, "method.n_max=2"), full_only=("fp16",)),
     Case("flowedit_layout", "wan_tiny", ("method=flowedit_layout", "controlnet=none", *STEPS2, "method.n_max=2", *LOCAL), WAN_LAYOUT, full_only=("fp16",)),
 ]  # fmt: skip
 
