@@ -135,11 +135,15 @@ class Components(ABC):
         """The family's base pipeline over these components (plain sampling, encoders, the denoiser call)."""
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Components:
-        """Move every module, casting those whose dtype differs (except :attr:`fp32_modules`)."""
+        """Move every module, casting those whose dtype differs (except :attr:`fp32_modules`).
+
+        A cast keeps the layers a model lists in ``_keep_in_fp32_modules`` in fp32, as diffusers'
+        ``from_pretrained(torch_dtype=...)`` does (Wan's time embedder and norms).
+        """
         for name, module in self.modules.items():
             target = torch.float32 if name in self.fp32_modules else dtype
             if target is not None and next(module.parameters()).dtype != target:
-                module.to(device, target)
+                cast_keeping_fp32_layers(module, device, target)
             else:  # a dtype argument, even an unchanged one, makes diffusers warn about fp32 modules
                 module.to(device)
         return self
@@ -147,6 +151,20 @@ class Components(ABC):
     def dtypes(self) -> dict[str, str]:
         """The parameter dtype of each module (for ``metrics.json``)."""
         return {n: str(next(m.parameters()).dtype).replace("torch.", "") for n, m in self.modules.items()}
+
+
+def cast_keeping_fp32_layers(module: torch.nn.Module, device: torch.device | str, dtype: torch.dtype) -> None:
+    """``module.to(device, dtype)``, with the sub-modules named in its ``_keep_in_fp32_modules`` kept in fp32.
+
+    Goes through ``torch.nn.Module.to``: diffusers' override warns on every cast of a model, even one with no
+    fp32 layers.
+    """
+    torch.nn.Module.to(module, device, dtype)
+    keep = getattr(module, "_keep_in_fp32_modules", None) or []
+    if dtype in (torch.float16, torch.bfloat16) and keep:
+        for name, sub in module.named_modules():
+            if any(k in name.split(".") for k in keep):
+                sub.to(torch.float32)
 
 
 @dataclass
