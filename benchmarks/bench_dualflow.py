@@ -170,16 +170,26 @@ def bench_lockstep(args) -> dict:
     pdf.lockstep_banks = timed_fn(pdf.lockstep_banks, "masks_and_bank")
     kwargs = dict(control=control, num_inference_steps=args.steps, guidance_scale=7.5, output_type="latent")
     rows = {}
+    runs = [
+        ("ddim", lambda: ddim("two astronauts jogging", inversion, **kwargs)),
+        ("dualflow_inactive", lambda: pipe("two astronauts jogging", inversion, flows,
+                                           pdf.DualFlowSettings(step_range=(0.0, 0.0)), DISFlow("fast"), **kwargs)),
+        ("dualflow_preview", lambda: pipe("two astronauts jogging", inversion, flows,
+                                          pdf.DualFlowSettings(), DISFlow("fast"), **kwargs)),
+        ("dualflow_decode", lambda: pipe("two astronauts jogging", inversion, flows,
+                                         pdf.DualFlowSettings(generated_flow="decode"), DISFlow("fast"), **kwargs)),
+    ]  # fmt: skip
+    if args.prev_reuse:  # one preview row per form instead of the default's preview and decode rows
+
+        def form_run(form: str):
+            settings = pdf.DualFlowSettings(prev_reuse=form)
+            return lambda: pipe(
+                "two astronauts jogging", inversion, flows, settings, DISFlow("fast"), **kwargs
+            )
+
+        runs = runs[:2] + [(f"dualflow_preview_{form}", form_run(form)) for form in args.prev_reuse]
     try:
-        for name, run in (
-            ("ddim", lambda: ddim("two astronauts jogging", inversion, **kwargs)),
-            ("dualflow_inactive", lambda: pipe("two astronauts jogging", inversion, flows,
-                                               pdf.DualFlowSettings(step_range=(0.0, 0.0)), DISFlow("fast"), **kwargs)),
-            ("dualflow_preview", lambda: pipe("two astronauts jogging", inversion, flows,
-                                              pdf.DualFlowSettings(), DISFlow("fast"), **kwargs)),
-            ("dualflow_decode", lambda: pipe("two astronauts jogging", inversion, flows,
-                                             pdf.DualFlowSettings(generated_flow="decode"), DISFlow("fast"), **kwargs)),
-        ):  # fmt: skip
+        for name, run in runs:
             best = None
             for _ in range(args.repeats):  # the fastest of a few runs: the machine is shared
                 for key in spent:
@@ -302,6 +312,232 @@ def bench_memory(args) -> dict:
     return {"config": vars(args), "machine": _machine(), "rows": rows}
 
 
+# ----------------------------------------------------------------------------------------- prev_reuse
+
+FORMS = {  # name -> DualFlowSettings overrides (prev_reuse and its parameters)
+    "global": {"prev_reuse": "global"},
+    "window": {"prev_reuse": "window"},
+    "window_prior0": {"prev_reuse": "window", "window_prior": 0.0},
+    "blend": {"prev_reuse": "blend"},
+}
+
+
+def _clip_frames(path: Path, frames: int, stride: int, size: int) -> np.ndarray:
+    """``(F, size, size, 3)`` uint8: the first frames of a (square) clip, area-resized."""
+    from videoedit.io.video import FrameSampling, read_video
+
+    video = read_video(path, FrameSampling(0, frames, stride)).frames
+    x = torch.from_numpy(video).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _latent_warp_error(latents: torch.Tensor, flows) -> float:
+    """Mean |latent_t - warp(latent_t-1, flow t -> t-1)| over the pixels of the latent grid that the
+    forward-backward check keeps: the same measure at the resolution where the attention acts."""
+    from videoedit.motion import occlusion, photometric_error
+
+    visible = ~occlusion(flows.backward[1:], flows.forward[1:])
+    lat = latents.float().cpu()
+    return float(photometric_error(lat[1:], lat[:-1], flows.backward[1:], visible).mean())
+
+
+def bench_prev_reuse_warp(args) -> dict:
+    """Warp error (8-bit levels, float, ``videoedit.metrics.temporal``) of the tiny model's edits along
+    the source flow, per ``prev_reuse`` form and mode, on the first frames of each shared clip; the DDIM
+    edit (dual-flow switched off: ``step_range [0, 0]``) and the source itself for reference. Also the
+    same error on the output latents (``latent_*``, latent units, latent-grid flows), where attention acts
+    and the tiny model's random VAE decoder does not blur the picture."""
+    from videoedit.io.transforms import frames_to_tensor
+    from videoedit.metrics.temporal import source_flows, warp_error
+    from videoedit.models.tiny import build_tiny_components
+    from videoedit.motion import DISFlow
+    from videoedit.pipelines.pipeline_dualflow import DualFlowPipeline, DualFlowSettings, LatentSourceFlows
+
+    torch.manual_seed(0)
+    pipe = DualFlowPipeline.from_components(build_tiny_components())
+    pipe.set_progress_bar_config(disable=True)
+    clips = {}
+    for path in sorted(CLIPS.glob("*.mp4")):
+        if args.clips and path.stem not in args.clips:
+            continue
+        frames = _clip_frames(path, args.frames, args.stride, args.size)
+        tensor = frames_to_tensor(frames)
+        metric = source_flows(frames, DISFlow("medium"))
+        with torch.no_grad():
+            inversion = pipe.invert(tensor, "", None, num_inference_steps=args.steps)
+        latent = (args.size // 8, args.size // 8)
+        flows = LatentSourceFlows.compute(tensor, DISFlow("medium"), latent)
+        row = {
+            "source": round(warp_error(frames, metric).warp_error, 3),
+            "latent_source": round(_latent_warp_error(inversion.source_latents, flows), 4),
+        }
+        runs = {"ddim": {"step_range": (0.0, 0.0)}, **FORMS}
+        for mode in args.modes:
+            for name, overrides in runs.items():
+                if name == "ddim" and mode != args.modes[0]:
+                    continue  # switched off, both modes are the same DDIM edit
+                start = time.process_time()
+                out = pipe(args.prompt, inversion, flows, DualFlowSettings(mode=mode, **overrides),
+                           DISFlow("fast"), num_inference_steps=args.steps, guidance_scale=7.5,
+                           output_type="np")  # fmt: skip
+                key = name if name == "ddim" else f"{mode}_{name}"
+                row[f"{key}_cpu_s"] = round(time.process_time() - start, 2)
+                row[key] = round(warp_error(out.frames, metric).warp_error, 3)
+                row[f"latent_{key}"] = round(_latent_warp_error(out.latents, flows), 4)
+                print(path.stem, key, row[key], row[f"latent_{key}"], row[f"{key}_cpu_s"], flush=True)
+        row["mean_motion_latent_px"] = round(float(flows.backward[1:].square().sum(1).sqrt().mean()), 3)
+        clips[path.stem] = row
+    return {"config": vars(args), "machine": _machine(), "clips": clips}
+
+
+def bench_prev_reuse_cost(args) -> dict:
+    """CPU time of one dual-flow processor call per ``prev_reuse`` form at SD-1.5 layer sizes (random
+    tensors; lockstep layout: ``2 x frames`` items, each frame after the first reading its predecessor
+    and the anchor), plus the peak extra memory of the call (``tracemalloc`` does not see torch's
+    allocator, so RSS growth in a fresh subprocess is used)."""
+    rows = []
+    for tokens, channels in args.layers:
+        for form in args.forms:
+            cmd = [sys.executable, __file__, "prev-reuse-cost-child", "--form", form, "--tokens", str(tokens),
+                   "--channels", str(channels), "--frames", str(args.frames), "--repeats", str(args.repeats)]  # fmt: skip
+            run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    return {"config": vars(args), "machine": _machine(), "rows": rows}
+
+
+def prev_reuse_cost_child(args) -> dict:
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from videoedit.attention.dualflow import DualFlowAttnProcessor, DualFlowContext
+    from videoedit.attention.state import StepState
+
+    side = round(args.tokens**0.5)
+    torch.manual_seed(0)
+    heads = 8  # SD-1.5: 8 heads at every resolution (head dim 40, 80, 160)
+    attn = Attention(query_dim=args.channels, heads=heads, dim_head=args.channels // heads).eval()
+    x = torch.randn(2 * args.frames, side * side, args.channels)
+    state = StepState(phase="sample", num_steps=1, num_frames=args.frames, branches=("uncond", "cond"),
+                      latent_size=(side, side))  # fmt: skip
+    if args.form == "plain":
+        proc = AttnProcessor2_0()
+    else:
+        ctx = DualFlowContext(state, bias_scale=10.0, chunk_size=4, prev_reuse=args.form)
+        flows = torch.randn(args.frames, 2, side, side) * 2
+        masks = torch.rand(args.frames, 1, side, side)
+        bank = torch.full((args.frames, 1), -1)
+        bank[1:, 0] = 0
+        ctx.set_frames(flows, masks, bank_index=bank)
+        proc = DualFlowAttnProcessor("l.attn1", ctx)
+    with torch.no_grad():
+        proc(attn, x)  # warm-up (and the cached windows/flows of this grid)
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        base, peak, stop = _rss_bytes(), [0], threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], _rss_bytes())
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        best = float("inf")
+        for _ in range(args.repeats):
+            start = time.process_time()
+            proc(attn, x)
+            best = min(best, time.process_time() - start)
+        stop.set()
+        thread.join()
+    return {
+        "form": args.form,
+        "tokens": args.tokens,
+        "channels": args.channels,
+        "frames": args.frames,
+        "cpu_seconds": round(best, 4),
+        "peak_rss_increase_mib": round((peak[0] - base) / 2**20, 1),
+    }
+
+
+def bench_prev_reuse_proxy(args) -> dict:
+    """A weight-free proxy of the reuse step on real motion: how well does what the previous frame
+    delivers at each query reproduce the current frame's edit?
+
+    DAVIS-2016 sequences (``../shared/data/davis2016``, ground-truth masks), area-resized; the "edit" of
+    a frame inverts the colours inside its ground-truth object mask (so the right value depends on
+    where the object is, not only on local appearance). Tokens are 8x8 px patches; queries and keys are
+    the SOURCE patches (L2-normalised, softmax temperature ``--tau``), values the EDITED patches of frame
+    ``t-1``. For every query of frame ``t`` the previous-frame group's output is computed as each form
+    does (``global``: softmax over all tokens of ``t-1``; ``window``: :func:`window_attention` over the
+    3x3 tokens around the DIS flow target, distance bias 0.5; ``blend``: the edited patch warped by the
+    flow; ``no_flow``: the patch at the same place) and compared with the edited frame ``t``: mean
+    absolute error in 8-bit levels over tokens the forward-backward check keeps, and over those inside
+    the object."""
+    from PIL import Image
+
+    from videoedit.attention.dualflow import flow_window, warp_tokens, window_attention, window_bias
+    from videoedit.motion import DISFlow, occlusion, resize_flow, video_flows
+
+    root = ROOT.parent / "shared" / "data" / "davis2016"
+    height, width, patch = args.height, args.width, 8
+    grid = (height // patch, width // patch)
+    out = {}
+    for seq in sorted(p.name for p in (root / "JPEGImages").iterdir()):
+
+        def load(folder: str, seq: str = seq, mode: str = "RGB") -> np.ndarray:
+            files = sorted((root / folder / seq).glob("*"))[: args.frames]
+            resample = Image.Resampling.BOX if mode == "RGB" else Image.Resampling.NEAREST
+            return np.stack(
+                [np.asarray(Image.open(f).convert(mode).resize((width, height), resample)) for f in files]
+            )
+
+        frames = load("JPEGImages")
+        masks = load("Annotations", mode="L") > 127  # (F, H, W)
+        edited = np.where(masks[..., None], 255 - frames, frames)
+        bwd = video_flows(frames, DISFlow("medium"), "backward")  # t+1 -> t
+        fwd = video_flows(frames, DISFlow("medium"), "forward")
+        flows = resize_flow(bwd.float(), grid)  # (F-1, 2, h, w) in tokens: t -> t-1
+        visible = ~occlusion(flows, resize_flow(fwd.float(), grid))  # (F-1, 1, h, w)
+
+        def tokens(x: np.ndarray) -> torch.Tensor:  # (F, H, W, 3) -> (F, 1, N, 3*8*8) float
+            t = torch.from_numpy(x).float().permute(0, 3, 1, 2)
+            return torch.nn.functional.unfold(t, patch, stride=patch).transpose(1, 2)[:, None]
+
+        src, ed = tokens(frames), tokens(edited)
+        feat = src - src.mean(-1, keepdim=True)
+        feat = feat / feat.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        fg = torch.from_numpy(masks).float()[:, None]
+        fg = torch.nn.functional.avg_pool2d(fg, patch).flatten(1)[1:] > 0.5  # (F-1, N) object tokens of t
+        q, k, v, target = feat[1:], feat[:-1], ed[:-1], ed[1:]
+        window = flow_window(flows, 3)
+        bias = window_bias(torch.zeros(q.shape[0], q.shape[2]), window, 0.0, 0.5, 0.0, q.shape[2])
+        reuse = {
+            "no_flow": v,
+            "blend": warp_tokens(v, flows, grid),
+            "window": window_attention(q, k, v, window, bias, args.tau)[0],
+            "global": torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=args.tau),
+        }
+        keep = visible.flatten(1)  # (F-1, N)
+        row = {
+            "tokens": q.shape[2],
+            "pairs": q.shape[0],
+            "object_fraction": round(float(fg.float().mean()), 3),
+        }
+        for name, pred in reuse.items():
+            err = (pred - target).abs().mean(-1)[:, 0]  # (F-1, N) levels
+            row[name] = round(float(err[keep].mean()), 2)
+            row[f"{name}_object"] = round(float(err[keep & fg].mean()), 2)
+        out[seq] = row
+        print(seq, row, flush=True)
+    means = {
+        k: round(float(np.mean([r[k] for r in out.values()])), 2)
+        for k in next(iter(out.values()))
+        if k not in ("tokens", "pairs")
+    }
+    return {"config": vars(args), "machine": _machine(), "sequences": out, "mean": means}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -320,6 +556,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--prev-reuse", nargs="+", choices=["global", "window", "blend"], default=None,
+                   help="time these prev_reuse forms (preview rows) instead of the default form's rows")  # fmt: skip
     p = sub.add_parser("masks")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=256)
@@ -335,9 +573,35 @@ def main() -> None:
             p.add_argument("--malloc-mmap-threshold", type=int, default=None)
         else:
             p.add_argument("--mode", default="streaming")
+    p = sub.add_parser("prev-reuse-warp")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--modes", nargs="+", default=["lockstep", "streaming"])
+    p.add_argument("--clips", nargs="*", default=None, help="clip names (default: every shared clip)")
+    p.add_argument("--prompt", default="a watercolor painting")
+    p = sub.add_parser("prev-reuse-proxy")
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=448)
+    p.add_argument("--tau", type=float, default=20.0, help="softmax temperature on cosine similarities")
+    p = sub.add_parser("prev-reuse-cost")
+    p.add_argument("--layers", type=lambda s: tuple(int(v) for v in s.split("x")), nargs="+",
+                   default=[(4096, 320), (1024, 640), (256, 1280)], help="TOKENSxCHANNELS")  # fmt: skip
+    p.add_argument("--forms", nargs="+", default=["plain", "global", "window", "blend"])
+    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p = sub.add_parser("prev-reuse-cost-child")
+    for name, kind in (("--form", str), ("--tokens", int), ("--channels", int), ("--frames", int),
+                       ("--repeats", int)):  # fmt: skip
+        p.add_argument(name, type=kind, required=True)
     for p in sub.choices.values():
         add_record_argument(p)
     args = parser.parse_args()
+    if args.command == "prev-reuse-cost-child":
+        print(json.dumps(prev_reuse_cost_child(args)))
+        return
     if args.command == "memory-child":
         print(json.dumps(memory_child(args)))
         return
@@ -347,11 +611,20 @@ def main() -> None:
         "lockstep": bench_lockstep,
         "memory": bench_memory,
         "masks": bench_masks,
+        "prev-reuse-warp": bench_prev_reuse_warp,
+        "prev-reuse-cost": bench_prev_reuse_cost,
+        "prev-reuse-proxy": bench_prev_reuse_proxy,
     }[args.command](args)
     suffix = f"_{args.model}" if args.command == "lockstep" else ""
+    if args.command == "lockstep" and args.prev_reuse:
+        suffix += "_prev_reuse"
     if args.command == "memory":
         suffix = f"_{args.size}px" + ("_mmap" if args.malloc_mmap_threshold else "")
-    save(result, result_path(f"dualflow_{args.command}{suffix}.json", args.record))
+    if args.command == "prev-reuse-warp":
+        suffix = f"_{args.size}px"
+    if args.command == "prev-reuse-proxy":
+        suffix = f"_tau{args.tau:g}"
+    save(result, result_path(f"dualflow_{args.command.replace('-', '_')}{suffix}.json", args.record))
 
 
 if __name__ == "__main__":

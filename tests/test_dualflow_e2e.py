@@ -47,8 +47,12 @@ def test_both_modes_run_from_the_configs(compose, tmp_path, cache_root):
             "COMPLETE",
         ):
             assert (root / rel).is_file(), (mode, rel)
-        masks = read_video(root / "sample" / "edit0_seed0_discrepancy.mp4").frames
-        assert masks.shape == (3, 64, 64, 3)
+        # the masks over the source with a colour bar panel, the anchor marked (white border); their values
+        picture = read_video(root / "sample" / "edit0_seed0_discrepancy.mp4").frames
+        assert picture.shape[:3] == (3, 64, picture.shape[2]) and picture.shape[2] > 64
+        assert (picture[0, 0, 8:56] > 230).all() and not (picture[1, 0, 8:56] > 230).all()
+        values = np.load(root / "sample" / "edit0_seed0_discrepancy.npy")
+        assert values.shape == (3, 8, 8) and values[0].max() == 0 and 0 <= values.min() <= values.max() <= 1
         metrics = json.loads((root / "metrics.json").read_text())
         info = metrics["edits"][0]["dualflow"]
         assert info["mode"] == mode and info["keyframes"][0] == 0
@@ -94,6 +98,9 @@ def test_the_flow_backend_is_part_of_the_inversion_key():
         ("method.resolutions=[3]", "downsample factors"),
         ("method.flow_backend=raft", "RAFT weights not found"),
         ("method.layers=[mid_block.nothing*]", "match no self-attention layer"),
+        ("method.prev_reuse=nearest", "method.prev_reuse must be one of global, window, blend"),
+        ("method.window_size=2", "method.window_size must be an odd number >= 1"),
+        ("method.blend_weight=1.5", "method.blend_weight must be in"),
     ],
 )
 def test_bad_settings_fail_before_the_inversion(
@@ -157,12 +164,16 @@ def _edit(pipe, inversion, flows, control, frames=None, **settings):
     )
 
 
-def test_switched_off_it_is_the_ddim_baseline_and_switched_on_it_is_not(inverted):
+@pytest.mark.parametrize("prev_reuse", ["window", "blend", "global"])
+def test_switched_off_it_is_the_ddim_baseline_and_switched_on_it_is_not(inverted, prev_reuse):
     pipe, inversion, flows, control, ref = inverted
     for mode in ("lockstep", "streaming"):
-        off = _edit(pipe, inversion, flows, control, frames=3, mode=mode, step_range=(0.0, 0.0))
+        off = _edit(pipe, inversion, flows, control, frames=3, mode=mode, step_range=(0.0, 0.0),
+                    prev_reuse=prev_reuse)  # fmt: skip
         torch.testing.assert_close(off.latents, ref, atol=1e-4, rtol=1e-4)
-    on = _edit(pipe, inversion, flows, control, frames=3, mode="lockstep", bias_scale=5.0)
+    on = _edit(
+        pipe, inversion, flows, control, frames=3, mode="lockstep", bias_scale=5.0, prev_reuse=prev_reuse
+    )
     assert (on.latents - ref).abs().max() > 1e-3
     # frame 0 has no previous frame and no bank: it attends to itself only
     torch.testing.assert_close(on.latents[0], ref[0], atol=1e-4, rtol=1e-4)

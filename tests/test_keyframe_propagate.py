@@ -212,7 +212,10 @@ def test_method_checks_and_inverts_only_the_keyframes(tiny_pipe, clip):
     result = method.edit(tiny_pipe, clip, inversion, request, control, 1.0, torch.Generator().manual_seed(0))
     assert result.frames.shape == clip.frames.shape
     assert result.info["keyframes"] == [0, 4]
-    assert result.videos["sample/edit0_seed0_reliability.mp4"].shape == (5, 64, 64, 3)
+    # the reliability over the source with a colour bar panel on the right; the keyframes marked (white border)
+    picture = result.videos["sample/edit0_seed0_reliability.mp4"]
+    assert picture.shape[:3] == (5, 64, picture.shape[2]) and picture.shape[2] > 64
+    assert [bool((picture[t, 0, 8:56] == 255).all()) for t in range(5)] == [True, False, False, False, True]
 
 
 def test_keyframe_two_figures_experiment_writes_the_result_tree(compose, tmp_path, monkeypatch):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
@@ -5,13 +7,18 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from videoedit.attention.dualflow import (
     DualFlowAttnProcessor,
     DualFlowContext,
+    KeyGroup,
     MemoryBank,
+    blend_reuse_attention,
     dualflow_attention,
     dualflow_bias,
+    flow_window,
+    grouped_attention,
     lockstep_banks,
     mask_to_tokens,
     select_layers,
     warp_tokens,
+    window_reuse_attention,
 )
 from videoedit.attention.install import attention_layer_names
 from videoedit.attention.state import StepState
@@ -327,3 +334,262 @@ def test_lockstep_banks_layout():
     index = lockstep_banks(MemoryBank(size=1, motion_threshold=2.0), flows, [0.0, 0.0, 0.0, 0.5])
     # frame 1 sees the anchor; frame 1 (3 px) is admitted, so frames 2, 3 see it; frame 3 is too discrepant
     assert index.tolist() == [[-1, -1], [0, -1], [0, 1], [0, 1]]
+
+
+# ------------------------------------------------------------------------------- flow-aligned reuse
+
+FORMS = ("global", "window", "blend")
+
+
+def _dense_window_reference(q, k, v, kp, vp, kb, vb, bank_valid, flow, mask, prev_valid, lam, gamma, prior,
+                            size=3):  # fmt: skip
+    """Straightforward joint softmax over [own | ALL previous-frame tokens with a dense bias that is -inf
+    outside each query's window | bank], one item at a time."""
+    b, _, n, d = q.shape
+    h, w = flow.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    px, py = xs.flatten(), ys.flatten()
+    r = size // 2
+    out = []
+    for i in range(b):
+        tx, ty = (xs + flow[i, 0]).flatten(), (ys + flow[i, 1]).flatten()
+        inside = ((px[None] - tx.round()[:, None]).abs() <= r) & ((py[None] - ty.round()[:, None]).abs() <= r)
+        near = torch.where(inside, -gamma * ((px[None] - tx[:, None]) ** 2 + (py[None] - ty[:, None]) ** 2),
+                           torch.tensor(float("-inf")))  # fmt: skip
+        if prior is None:
+            beta = math.log(n) - near.logsumexp(-1, keepdim=True)
+            beta = torch.where(torch.isfinite(beta), beta, 0.0)
+        else:
+            beta = prior
+        prev = near + beta - lam * mask[i][:, None]
+        if not prev_valid[i]:
+            prev = torch.full_like(prev, float("-inf"))
+        slots = bank_valid.shape[1]
+        bank = (-lam * (1 - mask[i]))[:, None].repeat(1, slots * n)
+        for s in range(slots):
+            if not bank_valid[i, s]:
+                bank[:, s * n : (s + 1) * n] = float("-inf")
+        bias = torch.cat([torch.zeros(n, n), prev, bank], 1)
+        keys, values = torch.cat([k[i], kp[i], kb[i]], 1), torch.cat([v[i], vp[i], vb[i]], 1)
+        scores = torch.einsum("hnd,hmd->hnm", q[i], keys) * d**-0.5 + bias
+        out.append(torch.einsum("hnm,hmd->hnd", scores.softmax(-1), values))
+    return torch.stack(out)
+
+
+def test_flow_window_centres_on_the_flow_target():
+    flow = torch.zeros(1, 2, 4, 6)
+    flow[:, 0], flow[:, 1] = 2.0, -1.0  # t -> t-1: content came from 2 right, 1 up
+    win = flow_window(flow, 3)
+    assert win.index.shape == win.valid.shape == win.dist2.shape == (1, 24, 9)
+    p = 2 * 6 + 1  # query (y=2, x=1): target (y=1, x=3), window centre = slot 4 (row-major 3x3)
+    assert win.index[0, p, 4] == 1 * 6 + 3 and win.dist2[0, p, 4] == 0 and win.valid[0, p].all()
+    assert win.index[0, p].tolist() == [y * 6 + x for y in (0, 1, 2) for x in (2, 3, 4)]
+    assert win.dist2[0, p].tolist() == [2.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 2.0]
+    # query (y=0, x=3): target (y=-1, x=5) above the grid; only (y=0, x=4..5) of its window lies inside
+    assert win.valid[0, 3].tolist() == [False] * 6 + [True, True, False]
+    assert win.index[0, 3, 6:8].tolist() == [4, 5] and win.dist2[0, 3, 6:8].tolist() == [2.0, 1.0]
+    assert not win.valid[0, 5].any()  # target (y=-1, x=7): the whole window is outside
+    # sub-token targets: the window is centred on the rounded target, distances from the exact one
+    flow[:, 0], flow[:, 1] = 0.4, 0.0
+    win = flow_window(flow, 1)
+    assert win.index[0, :, 0].tolist() == list(range(24)) and torch.allclose(win.dist2, torch.tensor(0.16))
+    bad = flow.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    assert not flow_window(bad, 3).valid[0, 0].any() and flow_window(bad, 3).valid[0, 1].any()
+    with pytest.raises(ValueError, match="odd number"):
+        flow_window(flow, 2)
+
+
+def _window_inputs(b=3, h=2, grid=(4, 5), d=6, slots=2):
+    n = grid[0] * grid[1]
+    q, k, v, kp, vp = (_rand(b, h, n, d, seed=s) for s in range(1, 6))
+    kb, vb = _rand(b, h, slots * n, d, seed=6), _rand(b, h, slots * n, d, seed=7)
+    flow = _rand(b, 2, *grid, seed=8) * 1.5
+    mask = torch.rand(b, n, generator=torch.Generator().manual_seed(9))
+    return q, k, v, kp, vp, kb, vb, flow, mask
+
+
+@pytest.mark.parametrize("prior", [None, 1.5])
+def test_window_attention_equals_the_dense_reference(prior):
+    q, k, v, kp, vp, kb, vb, flow, mask = _window_inputs()
+    bank_valid = torch.tensor([[True, False], [True, True], [False, False]])
+    prev_valid = torch.tensor([True, True, False])
+    ref = _dense_window_reference(
+        q, k, v, kp, vp, kb, vb, bank_valid, flow, mask, prev_valid, 3.0, 0.7, prior
+    )
+    for chunk in (None, 2):
+        out = window_reuse_attention(q, k, v, mask, 3.0, None, kp, vp, prev_valid, flow_window(flow, 3), 0.7,
+                                     prior, kb, vb, bank_valid, chunk_size=chunk)  # fmt: skip
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # without a previous frame or bank it is plain attention
+    torch.testing.assert_close(
+        window_reuse_attention(q, k, v, mask, 3.0, None, None, None, None, None),
+        torch.nn.functional.scaled_dot_product_attention(q, k, v),
+    )
+
+
+def test_the_window_prior_gives_the_global_forms_weight_to_the_previous_frame():
+    """With equal scores (zero queries) the previous frame's share of attention is the same in the global
+    form and in the window form with the default prior, at every M."""
+    b, h, n, d = 1, 1, 20, 4
+    q = torch.zeros(b, h, n, d)
+    k, kp = _rand(b, h, n, d, seed=1), _rand(b, h, n, d, seed=2)
+    v, vp = torch.zeros(b, h, n, d), torch.zeros(b, h, n, d)
+    vp[..., 0] = 1.0  # channel 0 of the output = the previous frame's share
+    mask = torch.linspace(0, 1, n)[None]
+    share_global = dualflow_attention(q, k, v, mask, 2.0, None, kp, vp)[0, 0, :, 0]
+    flow = _rand(b, 2, 4, 5, seed=3)
+    share_window = window_reuse_attention(q, k, v, mask, 2.0, None, kp, vp, None, flow_window(flow, 3), 0.5)
+    torch.testing.assert_close(share_window[0, 0, :, 0], share_global, atol=1e-6, rtol=1e-5)
+
+
+def test_grouped_attention_equals_the_explicit_softmax_in_float32_and_float16():
+    b, h, n, d = 2, 2, 6, 8
+    q, k, v, k2, v2 = (_rand(b, h, n, d, seed=s) for s in range(1, 6))
+    row = -3.0 * torch.rand(b, n, generator=torch.Generator().manual_seed(6))
+    off = torch.zeros(b, n, dtype=torch.bool)
+    off[1, 2:] = True
+    sink = _rand(b, h, n, seed=7)
+    scale = d**-0.5
+    scores = torch.cat([torch.einsum("bhnd,bhmd->bhnm", q, x) * scale for x in (k, k2)], -1)
+    bias = torch.cat([torch.zeros(b, 1, n, n), row[:, None, :, None].expand(b, 1, n, n).clone()], -1)
+    bias[..., n:] = bias[..., n:].masked_fill(off[:, None, None, :], float("-inf"))
+    scores = torch.cat([scores + bias, sink[..., None]], -1)
+    weights = scores.softmax(-1)
+    ref = torch.einsum("bhnm,bhmd->bhnd", weights[..., :-1], torch.cat([v, v2], 2))
+    out, w = grouped_attention(q, [KeyGroup(k, v), KeyGroup(k2, v2, row, off)], scale, sink)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w, weights[..., -1], atol=1e-6, rtol=1e-5)
+    # half precision with hard gating (lambda 1e4) and an empty sink (-inf): finite and close
+    hard = KeyGroup(k2.half(), v2.half(), torch.full((b, n), -1e4), off)
+    out16, w16 = grouped_attention(q.half(), [KeyGroup(k.half(), v.half()), hard], scale,
+                                   torch.full((b, h, n), float("-inf")))  # fmt: skip
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.isfinite(out16).all() and (w16 == 0).all()
+    torch.testing.assert_close(out16.float(), plain, atol=2e-2, rtol=2e-2)
+
+
+def test_blend_equals_its_formula():
+    q, k, v, _, vp, kb, vb, flow, mask = _window_inputs()
+    bank_valid = torch.tensor([[True, False], [True, True], [False, False]])
+    prev_valid = torch.tensor([True, False, True])
+    warped = warp_tokens(vp, flow, (4, 5))
+    out = blend_reuse_attention(q, k, v, mask, 3.0, None, warped, prev_valid, 0.4, kb, vb, bank_valid, 2)
+    # A: own + bank with the dual-flow bias and no previous frame (dualflow_attention's reference)
+    attended = torch.cat([
+        dualflow_attention(q[i : i + 1], k[i : i + 1], v[i : i + 1], mask[i : i + 1], 3.0, None,
+                           key_bank=kb[i : i + 1], value_bank=vb[i : i + 1], bank_valid=bank_valid[i : i + 1])
+        for i in range(3)
+    ])  # fmt: skip
+    gate = (0.4 * (1 - mask) * prev_valid[:, None].float())[:, None, :, None]
+    torch.testing.assert_close(out, (1 - gate) * attended + gate * warped, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["window", "blend"])
+def test_aligned_forms_keep_the_bias_semantics(form):
+    """As the global form (test above): a discrepant query reads the bank, a consistent one the
+    previous frame (values mark their group: channel 0 previous frame, channel 1 bank)."""
+    b, h, n, d = 1, 1, 2, 4
+    q = _rand(b, h, n, d, seed=1) * 0.1
+    k, kp, kb = (_rand(b, h, n, d, seed=s) * 0.1 for s in (2, 3, 4))
+    v, vp, vb = torch.zeros(b, h, n, d), torch.zeros(b, h, n, d), torch.zeros(b, h, n, d)
+    vp[..., 0], vb[..., 1] = 1.0, 1.0
+    mask = torch.tensor([[1.0, 0.0]])  # token 0 discrepant, token 1 consistent
+    bank = dict(key_bank=kb, value_bank=vb, bank_valid=torch.ones(1, 1, dtype=torch.bool))
+    for lam, tiny in ((1e4, 1e-6), (10.0, 1e-3)):
+        if form == "window":
+            out = window_reuse_attention(q, k, v, mask, lam, None, kp, vp, None,
+                                         flow_window(torch.zeros(1, 2, 1, 2), 3), **bank)  # fmt: skip
+        else:
+            out = blend_reuse_attention(q, k, v, mask, lam, None, vp, None, 0.5, **bank)
+        prev_w, bank_w = out[0, 0, :, 0], out[0, 0, :, 1]
+        assert prev_w[0] < tiny and bank_w[0] > 0.3
+        assert bank_w[1] < tiny and prev_w[1] > 0.3
+
+
+def _two_frame_context(mode, form, flow, grid=(4, 6), **reuse):
+    """Frame 1 of a two-frame edit with ``flow`` (t -> t-1, tokens), M = 0, no bank: returns a function
+    ``x0, x1 (2, N, C) CFG batches -> frame 1's output (2, N, C)``."""
+    attn = _attn()
+    masks = torch.zeros(2, 1, *grid)
+    flows = torch.stack([torch.zeros(2, *grid), flow])
+
+    @torch.no_grad()
+    def run(x0, x1):
+        if mode == "lockstep":
+            ctx = DualFlowContext(_state(2, latent=grid), bias_scale=10.0, prev_reuse=form, **reuse)
+            ctx.set_frames(flows, masks, bank_index=torch.full((2, 1), -1))
+            out = DualFlowAttnProcessor("l.attn1", ctx)(attn, torch.stack([x0[0], x1[0], x0[1], x1[1]]))
+            return out[[1, 3]]
+        ctx = DualFlowContext(
+            _state(1, latent=grid), mode="streaming", bias_scale=10.0, prev_reuse=form, **reuse
+        )
+        proc = DualFlowAttnProcessor("l.attn1", ctx)
+        ctx.record = {}
+        ctx.set_frames(flows[:1], masks[:1], prev_valid=torch.tensor([False]))
+        proc(attn, x0)
+        ctx.prev_kv, ctx.record = ctx.record, {}
+        ctx.set_frames(flows[1:], masks[1:], prev_valid=torch.tensor([True]))
+        return proc(attn, x1)
+
+    return attn, run
+
+
+def _moved(x0, dx, dy, grid=(4, 6), seed=11):
+    """Frame 1 = frame 0 moved by (-dx, -dy): token p of frame 1 shows token p + (dx, dy) of frame 0
+    (flow t -> t-1 = (dx, dy)); tokens whose source is outside are new random content."""
+    h, w = grid
+    x1 = _rand(*x0.shape, seed=seed)
+    g0, g1 = x0.view(2, h, w, -1), x1.view(2, h, w, -1)
+    inside = torch.zeros(h, w, dtype=torch.bool)
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y + dy < h and 0 <= x + dx < w:
+                g1[:, y, x] = g0[:, y + dy, x + dx]
+                inside[y, x] = True
+    return x1, inside.flatten()
+
+
+@pytest.mark.parametrize("mode", ["lockstep", "streaming"])
+def test_shuffling_the_previous_frame_changes_the_aligned_forms_only(mode):
+    """Issue 11 (a): permuting the previous frame's tokens away from their flow correspondence leaves the
+    global form unchanged (softmax ignores key order: with zero flow the warp is the identity) but
+    changes the window and blend forms materially."""
+    x0 = _rand(2, 24, 16, seed=1)
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(2))
+    for flow_xy in ((0.0, 0.0), (1.0, -1.0)):
+        flow = torch.zeros(2, 4, 6)
+        flow[0], flow[1] = flow_xy
+        x1, _ = _moved(x0, int(flow_xy[0]), int(flow_xy[1]))
+        change = {}
+        for form in FORMS:
+            _, run = _two_frame_context(mode, form, flow)
+            out, shuffled = run(x0, x1), run(x0[:, perm], x1)
+            change[form] = float((shuffled - out).norm() / out.norm())
+        if flow_xy == (0.0, 0.0):
+            assert change["global"] < 1e-5, change
+        assert change["window"] > 0.1 and change["blend"] > 0.1, change
+
+
+@pytest.mark.parametrize("mode", ["lockstep", "streaming"])
+def test_oracle_moved_features_read_the_warped_previous_value(mode):
+    """Issue 11 (b): frame 1's features are frame 0's moved by a known integer flow, M = 0 and the prior
+    is strong: each query's output is frame 0's value at its flow target (through the output
+    projection). The global form, which ignores where the keys are, does not do this."""
+    x0 = _rand(2, 24, 16, seed=1)
+    dx, dy = 1, -1
+    x1, inside = _moved(x0, dx, dy)
+    flow = torch.zeros(2, 4, 6)
+    flow[0], flow[1] = dx, dy
+    target = (torch.arange(24) // 6 + dy).clamp(0, 3) * 6 + (torch.arange(24) % 6 + dx).clamp(0, 5)
+    strong = {"window": dict(window_prior=40.0, distance_bias=40.0), "blend": dict(blend_weight=1.0)}
+    for form in FORMS:
+        attn, run = _two_frame_context(mode, form, flow, **strong.get(form, {}))
+        out = run(x0, x1)
+        with torch.no_grad():
+            expected = attn.to_out[0](attn.to_v(x0)[:, target])
+        err = (out - expected)[:, inside].abs().max()
+        if form == "global":
+            assert err > 0.05, err
+        else:
+            assert err < 1e-5, (form, err)

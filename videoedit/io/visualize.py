@@ -212,3 +212,112 @@ def side_by_side(
         if gap and i < len(videos) - 1:
             padded.append(np.full((v.shape[0], height, gap, 3), 255, dtype=np.uint8))
     return np.concatenate(padded, axis=2)
+
+
+def heatmap_over_frames(
+    frames: np.ndarray,
+    values: np.ndarray,
+    label: str,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    marks: dict[int, str] | None = None,
+    alpha: float = 0.55,
+    colormap: str = "inferno",
+) -> np.ndarray:
+    """A per-pixel map blended over the frames it describes, with a colour bar and marked frames.
+
+    Each frame: ``(1 - alpha) * frame + alpha * colormap((value - vmin) / (vmax - vmin))`` (values are
+    clipped to ``[vmin, vmax]`` and upsampled to the frame size by nearest neighbour, so a latent-grid
+    map shows its true resolution). A panel on the right holds the colour bar (``vmax`` at the top),
+    its tick values and ``label`` (wrapped). A frame listed in ``marks`` gets a white border and its
+    tag (e.g. ``"anchor"``, ``"keyframe"``) in a black box at the top left; every frame shows its index
+    at the bottom left.
+
+    Args:
+        frames: ``(F, H, W, 3)`` uint8 (the source under the map).
+        values: ``(F, h, w)`` or ``(F, 1, h, w)`` floats (numpy or torch); ``h, w`` divide ``H, W`` or
+            equal them.
+        label: what the values are, with their meaning (e.g. ``"discrepancy M (1 = motion disagrees)"``).
+        vmin, vmax: the colour bar's range.
+        marks: frame index -> tag.
+        alpha: opacity of the colours.
+        colormap: a matplotlib colormap name.
+
+    Returns:
+        ``(F, H, W + panel, 3)`` uint8.
+    """
+    from matplotlib import colormaps
+
+    values = np.asarray(values.detach().cpu().float() if hasattr(values, "detach") else values, np.float32)
+    if values.ndim == 4 and values.shape[1] == 1:
+        values = values[:, 0]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (F, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    num, height, width = frames.shape[:3]
+    if values.ndim != 3 or values.shape[0] != num or height % values.shape[1] or width % values.shape[2]:
+        raise ValueError(
+            f"values {values.shape} must be (F, h, w) with F = {num} and h, w dividing the frame size "
+            f"{(height, width)}"
+        )
+    if not vmax > vmin:
+        raise ValueError(f"vmax must be greater than vmin, got vmin={vmin}, vmax={vmax}")
+    marks = dict(marks or {})
+    bad = [t for t in marks if not 0 <= t < num]
+    if bad:
+        raise ValueError(f"marks name frames {bad} outside the clip's {num} frames")
+    lut = (colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)  # (256, 3)
+    norm = (np.clip(values, vmin, vmax) - vmin) / (vmax - vmin)
+    up = np.repeat(np.repeat(norm, height // values.shape[1], 1), width // values.shape[2], 2)
+    colour = lut[np.round(up * 255).astype(np.int64)]  # (F, H, W, 3)
+    blended = ((1 - alpha) * frames.astype(np.float32) + alpha * colour).round().clip(0, 255).astype(np.uint8)
+
+    # the panel: label on top, then the bar (vmax at the top) with three tick values to its right
+    size = max(8, min(14, height // 18))
+    font = _font(size)
+    panel_width = max(56, width // 4)
+    panel_width += (width + panel_width) % 2  # even total width (H.264)
+    panel = Image.new("RGB", (panel_width, height), (0, 0, 0))
+    pen = ImageDraw.Draw(panel)
+    lines: list[str] = []
+    for word in label.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and pen.textlength(candidate, font=font) <= panel_width - 4:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    fit = max(1, int(height * 0.6) // (size + 2))
+    if len(lines) > fit:  # too long for the panel: cut, and say so
+        lines = lines[:fit]
+        lines[-1] += "..."
+    top = 2
+    for line in lines:
+        pen.text((2, top), line, fill=(255, 255, 255), font=font)
+        top += size + 2
+    bar_top, bar_bottom = top + size // 2 + 2, height - size // 2 - 2
+    bar_width = max(6, panel_width // 5)
+    if bar_bottom - bar_top >= 8:
+        rows = np.linspace(1, 0, bar_bottom - bar_top)
+        bar = np.repeat(lut[np.round(rows * 255).astype(np.int64)][:, None], bar_width, axis=1)
+        panel.paste(Image.fromarray(bar.astype(np.uint8)), (2, bar_top))
+        for frac in (1.0, 0.5, 0.0):
+            y = bar_top + round((1 - frac) * (bar_bottom - bar_top - 1))
+            pen.line([(2 + bar_width, y), (5 + bar_width, y)], fill=(255, 255, 255))
+            pen.text((7 + bar_width, y - size // 2), f"{vmin + frac * (vmax - vmin):.3g}", fill=(255, 255, 255),
+                     font=font)  # fmt: skip
+    panel_arr = np.asarray(panel)
+
+    out = np.empty((num, height, width + panel_width, 3), dtype=np.uint8)
+    out[:, :, width:] = panel_arr
+    border = max(1, min(height, width) // 64)
+    for t in range(num):
+        image = Image.fromarray(blended[t])
+        draw = ImageDraw.Draw(image)
+        draw.text((2, height - size - 6), str(t), fill=(255, 255, 255), font=font, stroke_width=1,
+                  stroke_fill=(0, 0, 0))  # fmt: skip
+        if t in marks:
+            draw.rectangle([0, 0, width - 1, height - 1], outline=(255, 255, 255), width=border)
+            tag_width = int(draw.textlength(marks[t], font=font)) + 4
+            draw.rectangle([border, border, border + tag_width, border + size + 3], fill=(0, 0, 0))
+            draw.text((border + 2, border + 1), marks[t], fill=(255, 255, 255), font=font)
+        out[t, :, :width] = np.asarray(image)
+    return out

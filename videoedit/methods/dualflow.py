@@ -17,6 +17,8 @@ from videoedit.attention.state import StepState
 from videoedit.data.source import SourceVideo
 from videoedit.errors import ConfigError
 from videoedit.inversion.ddim import InversionOutput
+from videoedit.io.transforms import tensor_to_frames
+from videoedit.io.visualize import heatmap_over_frames
 from videoedit.methods.base import EditRequest, EditResult
 from videoedit.methods.inverting import InversionEditMethod, InversionSettings
 from videoedit.motion import (
@@ -25,10 +27,25 @@ from videoedit.motion import (
     RAFTFlow,
     build_flow_estimator,
 )
-from videoedit.motion.discrepancy import masks_to_video
 from videoedit.pipelines.pipeline_dualflow import DualFlowPipeline, DualFlowSettings, LatentSourceFlows
 
 logger = logging.getLogger(__name__)
+
+
+DISCREPANCY_LABEL = "discrepancy M (0: motion agrees, previous frame reused; 1: bank read)"
+
+
+def discrepancy_video(
+    frames: np.ndarray, masks: torch.Tensor, info: Mapping[str, Any], use_anchor: bool = True
+) -> np.ndarray:
+    """The discrepancy masks ``(F, 1, h, w)`` blended over the source frames ``(F, H, W, 3)`` uint8, with a
+    colour bar, the anchor and every frame the bank admitted (``info["admissions"]``) marked:
+    ``(F, H, W + panel, 3)`` uint8 (:func:`videoedit.io.visualize.heatmap_over_frames`)."""
+    marks = {0: "anchor"} if use_anchor else {}
+    for decision in info.get("admissions", []):
+        if decision["admitted"]:
+            marks[int(decision["frame"])] = "keyframe"
+    return heatmap_over_frames(frames, masks, DISCREPANCY_LABEL, 0.0, 1.0, marks=marks)
 
 
 class DualFlowMethod(InversionEditMethod):
@@ -39,6 +56,14 @@ class DualFlowMethod(InversionEditMethod):
         mode: ``"lockstep"`` (all frames denoised together) or ``"streaming"`` (frame after frame,
             memory independent of the clip length).
         bias_scale: lambda of the attention bias (soft ~1-10, hard 1e4 as the change log).
+        prev_reuse: which previous-frame keys a query reads: ``"window"`` (the ``k x k`` tokens around
+            its flow target), ``"blend"`` (the warped value, gated by ``1 - M``) or ``"global"`` (all
+            warped tokens: the change log's form, where the flow acts through ``M`` only).
+        window_size: ``k`` (odd) of the window.
+        window_distance_bias: ``gamma``, the window keys' bias per squared token from the flow target.
+        window_prior: ``beta``, the window keys' prior; ``None`` = the prior weight the global form's
+            ``N`` keys give the previous frame.
+        blend_weight: the blend's gate where ``M = 0``.
         local_weight, global_weight: weights of the local (``t -> t-1``) and global (``t -> 0``) masks in
             the combined mask.
         discrepancy_tolerance: flow disagreement (latent pixels) at which a mask saturates at 1.
@@ -59,7 +84,9 @@ class DualFlowMethod(InversionEditMethod):
         flow_cache_dir: a :class:`~videoedit.motion.FlowCache` folder for the source flows (image
             resolution, reused across inversion settings); ``None`` = no disk cache (they are still cached
             with the inversion).
-        save_masks: write the discrepancy masks as ``sample/<edit>_discrepancy.mp4``.
+        save_masks: write the discrepancy masks blended over the source, with a colour bar and the
+            anchor/keyframes marked, as ``sample/<edit>_discrepancy.mp4``, and their values ``(F, h, w)``
+            at latent resolution as ``sample/<edit>_discrepancy.npy``.
     """
 
     name = "dualflow"
@@ -72,6 +99,11 @@ class DualFlowMethod(InversionEditMethod):
         inversion: InversionSettings | Mapping | None = None,
         mode: str = "lockstep",
         bias_scale: float = 10.0,
+        prev_reuse: str = "window",
+        window_size: int = 3,
+        window_distance_bias: float = 0.5,
+        window_prior: float | None = None,
+        blend_weight: float = 0.5,
         local_weight: float = 1.0,
         global_weight: float = 1.0,
         discrepancy_tolerance: float = 1.0,
@@ -101,6 +133,11 @@ class DualFlowMethod(InversionEditMethod):
         self.settings = DualFlowSettings(
             mode=mode,
             bias_scale=float(bias_scale),
+            prev_reuse=prev_reuse,
+            window_size=int(window_size),
+            window_distance_bias=float(window_distance_bias),
+            window_prior=None if window_prior is None else float(window_prior),
+            blend_weight=float(blend_weight),
             local_weight=float(local_weight),
             global_weight=float(global_weight),
             discrepancy_tolerance=float(discrepancy_tolerance),
@@ -199,10 +236,13 @@ class DualFlowMethod(InversionEditMethod):
         )  # DDIM with eta = 0: deterministic, the generator is not needed
         # the warp error of the output is measured for every run by videoedit/metrics (metrics.json "quality")
         info = {"dualflow": out.info}
-        videos = {}
+        videos, arrays = {}, {}
         if self.save_masks and out.masks is not None:
-            videos[f"sample/{request.name}_discrepancy.mp4"] = masks_to_video(out.masks, source.size)
-        return EditResult(frames=out.frames, videos=videos, info=info)
+            videos[f"sample/{request.name}_discrepancy.mp4"] = discrepancy_video(
+                tensor_to_frames(source.frames), out.masks, out.info, self.settings.use_anchor
+            )
+            arrays[f"sample/{request.name}_discrepancy.npy"] = out.masks[:, 0].float().cpu().numpy()
+        return EditResult(frames=out.frames, videos=videos, arrays=arrays, info=info)
 
     def describe(self) -> dict[str, Any]:
         return {

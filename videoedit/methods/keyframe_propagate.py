@@ -27,6 +27,7 @@ from videoedit.errors import ConfigError
 from videoedit.inversion.cache import InversionCache, tensor_digest
 from videoedit.inversion.ddim import InversionOutput
 from videoedit.io.transforms import tensor_to_frames
+from videoedit.io.visualize import heatmap_over_frames
 from videoedit.methods.base import Artifacts, EditRequest, EditResult, Reconstruction
 from videoedit.methods.inverting import InversionEditMethod
 from videoedit.motion import FlowCache, build_flow_estimator, video_flows
@@ -241,8 +242,9 @@ class KeyframePropagateMethod(InversionEditMethod):
 
         Returns:
             :class:`EditResult` with ``(F, 3, H, W)`` frames, the propagation reliability video
-            (``sample/<name>_reliability.mp4``, white = explained by the warped keyframes, keyframes
-            white) and the keyframes and stage timings in ``info``.
+            (``sample/<name>_reliability.mp4``: the reliability blended over the source frames, with a
+            colour bar, 1 = explained by the warped keyframes; keyframes marked) and the keyframes and
+            stage timings in ``info``.
         """
         keys = self.keyframes(source)
         seconds = {}
@@ -287,7 +289,13 @@ class KeyframePropagateMethod(InversionEditMethod):
                 controlnet_conditioning_scale=controlnet_conditioning_scale,
             )
             seconds["refine"] = time.perf_counter() - start
-        reliability = tensor_to_frames(propagated.reliability.expand(-1, 3, -1, -1) * 2 - 1)
+        reliability = heatmap_over_frames(
+            tensor_to_frames(source.frames),
+            propagated.reliability,
+            "reliability (1: explained by the warped keyframes, 0: not)",
+            marks={int(k): "keyframe" for k in keys},
+            colormap="viridis",
+        )
         videos = {f"sample/{request.name}_reliability.mp4": reliability}
         for rel, video in key_result.videos.items():
             videos[rel.replace(".mp4", "_keyframes.mp4")] = video

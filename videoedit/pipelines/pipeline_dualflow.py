@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from videoedit.attention.dualflow import (
+    PREV_REUSE,
     DualFlowAttnProcessor,
     DualFlowContext,
     MemoryBank,
@@ -135,6 +136,11 @@ class DualFlowSettings:
 
     mode: Literal["lockstep", "streaming"] = "lockstep"
     bias_scale: float = 10.0
+    prev_reuse: Literal["global", "window", "blend"] = "window"
+    window_size: int = 3
+    window_distance_bias: float = 0.5
+    window_prior: float | None = None
+    blend_weight: float = 0.5
     local_weight: float = 1.0
     global_weight: float = 1.0
     discrepancy_tolerance: float = 1.0
@@ -160,6 +166,16 @@ class DualFlowSettings:
             )
         if self.flow_update_interval < 1:
             raise ConfigError(f"method.flow_update_interval must be >= 1, got {self.flow_update_interval}.")
+        if self.prev_reuse not in PREV_REUSE:
+            raise ConfigError(
+                f"method.prev_reuse must be one of {', '.join(PREV_REUSE)}, got {self.prev_reuse!r}."
+            )
+        if self.window_size < 1 or self.window_size % 2 == 0:
+            raise ConfigError(f"method.window_size must be an odd number >= 1, got {self.window_size}.")
+        if self.window_distance_bias < 0:
+            raise ConfigError(f"method.window_distance_bias must be >= 0, got {self.window_distance_bias}.")
+        if not 0 <= self.blend_weight <= 1:
+            raise ConfigError(f"method.blend_weight must be in [0, 1], got {self.blend_weight}.")
         if self.bias_scale < 0:
             raise ConfigError(f"method.bias_scale (lambda) must be >= 0, got {self.bias_scale}.")
         if self.bank_size < 0:
@@ -221,6 +237,20 @@ class _ModeResult:
     masks: torch.Tensor
     keyframes: list[int]
     info: dict[str, Any]
+
+
+def _admissions(bank: MemoryBank) -> list[dict[str, Any]]:
+    """The bank's decisions (its capped history) for ``metrics.json``."""
+    return [
+        {
+            "frame": a.frame,
+            "motion": round(a.motion, 3),
+            "discrepancy": round(a.discrepancy, 4),
+            "admitted": a.admitted,
+            "evicted": a.evicted,
+        }
+        for a in bank.history
+    ]
 
 
 def _store_bytes(stores: Sequence[dict | None]) -> int:
@@ -352,6 +382,11 @@ class DualFlowPipeline(VideoEditPipeline):
             step_range=settings.step_range,
             resolutions=None if settings.resolutions is None else tuple(settings.resolutions),
             chunk_size=settings.attention_chunk,
+            prev_reuse=settings.prev_reuse,
+            window_size=settings.window_size,
+            distance_bias=settings.window_distance_bias,
+            window_prior=settings.window_prior,
+            blend_weight=settings.blend_weight,
         )
         # 4. denoise with the processors installed
         run = self._lockstep if settings.mode == "lockstep" else self._streaming
@@ -443,6 +478,7 @@ class DualFlowPipeline(VideoEditPipeline):
             "mask_updates": updates,
             "mean_discrepancy": [round(float(x), 4) for x in mean_discrepancy(final.combined)],
             "admission_discrepancy": [round(float(x), 4) for x in final.admission],
+            "admissions": _admissions(bank),
         }
         return _ModeResult(latents, None, final.combined.cpu(), bank.frames, info)
 
@@ -544,15 +580,6 @@ class DualFlowPipeline(VideoEditPipeline):
             "admission_discrepancy": scores,
             "kv_cache_peak_bytes": peak_bytes,
             "admissions_observed": bank.observed,
-            "admissions": [
-                {
-                    "frame": a.frame,
-                    "motion": round(a.motion, 3),
-                    "discrepancy": round(a.discrepancy, 4),
-                    "admitted": a.admitted,
-                    "evicted": a.evicted,
-                }
-                for a in bank.history
-            ],
+            "admissions": _admissions(bank),
         }
         return _ModeResult(torch.cat(out_latents), out_frames, masks, bank.frames, info)
