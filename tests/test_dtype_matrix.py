@@ -14,7 +14,8 @@ Promises checked (CPU):
   (``configs/model/wan21_t2v_1_3b.yaml``), velocities and decoded frames in fp32;
 * VideoGrain's ST-Layout scores and softmax are float32 for half inputs on the CPU (``st_layout.py``), its
   attention outputs come back in the run's dtype; FLATTEN too; the same for the layout attention on Wan's DiT;
-* dual-flow's additive bias is in the queries' dtype (SDPA needs it so);
+* dual-flow's window attention and its fused SDPA call return the queries' dtype (so does the global form's
+  additive bias: SDPA needs it so);
 * ``metrics.json`` is strict JSON without NaN/Infinity and names the run's dtype.
 """
 
@@ -97,8 +98,12 @@ VIDEOGRAIN = (
     Boundary("videoedit.attention.videograin:trajectory_attention", RUN, RUN),  # FLATTEN
 )
 DUALFLOW = (
-    Boundary("videoedit.attention.dualflow:dualflow_bias", None, RUN, finite=False),
-)  # -inf: empty slots
+    # the default prev_reuse=window: its attention and the fused SDPA call (group biases on extra channels)
+    Boundary("videoedit.attention.dualflow:window_reuse_attention", RUN, RUN),
+    Boundary("videoedit.attention.dualflow:grouped_attention", RUN, RUN),
+    # prev_reuse=global only (-inf: empty slots)
+    Boundary("videoedit.attention.dualflow:dualflow_bias", None, RUN, required=False, finite=False),
+)
 WAN_LAYOUT = (
     Boundary("videoedit.attention.st_layout:modulate_logits", F32, F32),
     Boundary("videoedit.attention.wan_layout:full_frame_attention", RUN, RUN),
