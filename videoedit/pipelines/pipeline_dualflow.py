@@ -59,6 +59,7 @@ from videoedit.motion.discrepancy import (
     frame_masks,
     mean_discrepancy,
 )
+from videoedit.numerics import check_finite
 from videoedit.pipelines.pipeline_video_edit import GuidanceEmbeddings, VideoEditOutput, VideoEditPipeline
 
 FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -316,7 +317,7 @@ class DualFlowPipeline(VideoEditPipeline):
             latents, t, embeddings, guidance_scale, control, controlnet_conditioning_scale, state
         )
         out = self.scheduler.step(eps, t, latents)
-        return out.prev_sample, out.pred_original_sample
+        return check_finite(out.prev_sample, "latents", state=state), out.pred_original_sample
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
