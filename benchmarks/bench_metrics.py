@@ -1,11 +1,14 @@
 """Cost of the quality metrics that every run computes (videoedit/metrics/), per stage.
 
     python benchmarks/bench_metrics.py --frames 16 --size 512
-    python benchmarks/bench_metrics.py --frames 16 --size 512 --clip      # + a random-weight ViT-B/32 CLIP
+    python benchmarks/bench_metrics.py --frames 16 --size 512 --models --device cuda
 
 The source is the generated two-figures clip; the "edit" is the source with noise added (the values do
-not matter, only the time). ``--clip`` builds open_clip's ViT-B/32 with random weights (no download) to
-time CLIP-T/CLIP-F on this device.
+not matter, only the time). ``--models`` builds the metric models with random weights in their published
+shapes (no download; the cost is that of the real models): CLIP ViT-L/14 (CLIP-T, frame consistencies),
+a ViT-H/14 CLIP (PickScore's shape), LPIPS with an AlexNet backbone and RAFT-large (warp error, motion
+alignment). Without it: DIS flow, PSNR/SSIM only. Results go to ``outputs/benchmarks/`` (untracked) unless
+``--out benchmarks/results/<file>.json`` records them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,23 +24,36 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_record_argument, machine, peak_rss_mib, result_path, save, timed
+from common import machine, peak_rss_mib, save, timed
 
 from videoedit.data.synthetic import TwoFiguresClip
-from videoedit.metrics.clip_score import OpenClipEncoder, clip_scores
+from videoedit.metrics.clip_score import ClipScorer, clip_scores, pick_score
 from videoedit.metrics.evaluate import Evaluator
-from videoedit.metrics.preservation import preservation
-from videoedit.metrics.temporal import source_flows, warp_error
-from videoedit.motion import DISFlow
+from videoedit.metrics.preservation import LPIPS, preservation
+from videoedit.metrics.temporal import motion_alignment, source_flows, warp_error
+from videoedit.models.tokenizer import load_clip_tokenizer
+from videoedit.motion import DISFlow, RAFTFlow
+
+
+def random_clip(vision: dict, text: dict, projection_dim: int, device: str) -> ClipScorer:
+    """A CLIPModel of the given shape with random weights (224 px, patch 14), fp32."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    config = CLIPConfig(
+        vision_config={"image_size": 224, "patch_size": 14, **vision},
+        text_config={"vocab_size": 49408, **text},
+        projection_dim=projection_dim,
+    )
+    return ClipScorer(CLIPModel(config), CLIPImageProcessor(), load_clip_tokenizer(), "random", device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--clip", action="store_true")
+    parser.add_argument("--models", action="store_true", help="CLIP-L, PickScore-H, LPIPS, RAFT (random)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None)
-    add_record_argument(parser)
     args = parser.parse_args()
 
     source_video = TwoFiguresClip(num_frames=args.frames, height=args.size, width=args.size).load()
@@ -45,36 +62,96 @@ def main() -> None:
     rng = np.random.default_rng(0)
     edit = np.clip(source.astype(np.int16) + rng.integers(-20, 21, source.shape), 0, 255).astype(np.uint8)
     local_prompts = ["Spiderman", "Polar Bear"]  # the background region is preserved
+    prompt = "two astronauts jogging on the moon"
 
-    results: dict = {"frames": args.frames, "size": args.size, "machine": machine()}
+    results: dict = {"frames": args.frames, "size": args.size, "device": args.device, "machine": machine()}
     results["load_average_before"] = os.getloadavg()
-    with timed(results, "flows_forward_backward_s"):
-        flows = source_flows(source, DISFlow())
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    estimator = DISFlow()
+    with timed(results, "dis_flows_forward_backward_s"):
+        flows = source_flows(source, estimator)
     with timed(results, "warp_error_s"):
         warp_error(edit, flows)
-    with timed(results, "preservation_s"):
+    with timed(results, "motion_alignment_dis_s"):
+        motion_alignment(edit, flows, estimator)
+    with timed(results, "psnr_ssim_preserved_s"):
         preservation(source, edit, masks, source_video.regions, local_prompts)
-    if args.clip:
-        import open_clip
+    clip = pick = lpips = None
+    if args.models:
+        with tempfile.TemporaryDirectory() as tmp:
+            from torchvision.models.optical_flow import raft_large
 
-        model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
-        encoder = OpenClipEncoder(
-            model, preprocess, open_clip.get_tokenizer("ViT-B-32"), name="ViT-B-32 random"
+            torch.save(raft_large(weights=None).state_dict(), Path(tmp) / "raft.pth")
+            raft = RAFTFlow(str(Path(tmp) / "raft.pth"), device=args.device)
+        raft_flows = source_flows(source[:2], raft)  # warm-up
+        sync()
+        with timed(results, "raft_flows_forward_backward_s"):
+            raft_flows = source_flows(source, raft)
+            sync()
+        with timed(results, "motion_alignment_raft_s"):
+            motion_alignment(edit, raft_flows, raft)
+            sync()
+        clip = random_clip(
+            {
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+            },
+            {
+                "hidden_size": 768,
+                "intermediate_size": 3072,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 12,
+            },
+            768,
+            args.device,
         )
-        clip_scores(edit[:2], "warm-up", encoder)
-        with timed(results, "clip_scores_s"):
-            clip_scores(edit, "two astronauts jogging on the moon", encoder)
-    listing = [{"name": "e", "prompt": "two astronauts", "local_prompts": local_prompts}]
+        clip_scores(edit[:2], "warm-up", clip)
+        with timed(results, "clip_vit_l14_scores_s"):
+            clip_scores(edit, prompt, clip)
+            sync()
+        pick = random_clip(
+            {
+                "hidden_size": 1280,
+                "intermediate_size": 5120,
+                "num_hidden_layers": 32,
+                "num_attention_heads": 16,
+            },
+            {
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+            },
+            1024,
+            args.device,
+        )
+        pick_score(edit[:2], "warm-up", pick)
+        with timed(results, "pickscore_vit_h14_s"):
+            pick_score(edit, prompt, pick)
+            sync()
+        lpips = LPIPS("alex", device=args.device, random_backbone=True)
+        with timed(results, "psnr_ssim_lpips_preserved_s"):
+            preservation(source, edit, masks, source_video.regions, local_prompts, lpips=lpips)
+            sync()
+    listing = [{"name": "e", "prompt": prompt, "local_prompts": local_prompts}]
+    evaluator = Evaluator(clip_model=clip, pickscore_model=pick, lpips_net=lpips, flow_backend="dis")
     start = time.perf_counter()
-    Evaluator(clip_model=encoder if args.clip else None).evaluate(
-        source, {"e": edit}, listing, masks, source_video.regions
-    )
-    results["evaluator_total_s"] = round(time.perf_counter() - start, 3)
+    evaluator.evaluate(source, {"e": edit}, listing, masks, source_video.regions, args.device)
+    sync()
+    results["evaluator_total_dis_s"] = round(time.perf_counter() - start, 3)
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    if args.device.startswith("cuda"):
+        results["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
     results["load_average_after"] = os.getloadavg()
     results["torch_threads"] = torch.get_num_threads()
-    out = result_path(f"metrics_{args.frames}x{args.size}.json", args.record, args.out)
-    save(results, out)
+    name = f"metrics_{args.frames}x{args.size}_{'models' if args.models else 'nomodels'}_{args.device.split(':')[0]}.json"
+    save(results, args.out or Path("outputs") / "benchmarks" / name)  # --out benchmarks/results/... to record
 
 
 if __name__ == "__main__":

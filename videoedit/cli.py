@@ -3,7 +3,7 @@
 ::
 
     videoedit run <Hydra overrides> [-m] [--config-dir DIR]     (= run.py; see videoedit/run.py)
-    videoedit metrics <run or sweep folder>... [--clip-model ...] [--flow-backend dis|raft|auto]
+    videoedit metrics <run or sweep folder>... [--clip-model ...] [--flow-backend dis|raft|auto] [...]
     videoedit report <sweep folder> [--out DIR] [--edit NAME] [--frames 4] [--max-columns 8]
     videoedit compare <run folder>... --labels A B ... --out DIR [--edit NAME]
 
@@ -51,8 +51,13 @@ def _metrics(args: argparse.Namespace) -> int:
 
     flags = {
         "clip_model": args.clip_model,
+        "pickscore_model": args.pickscore_model,
+        "allow_download": True if args.allow_download else None,
         "flow_backend": args.flow_backend,
         "raft_weights": args.raft_weights,
+        "lpips_net": args.lpips_net,
+        "lpips_weights": args.lpips_weights,
+        "background_protocol": args.background_protocol,
         "device": args.device,
         "flow_cache_dir": args.flow_cache_dir,
     }
@@ -145,12 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("paths", nargs="+", help="run folders, sweep folders or output roots (searched for runs)")
     # unset flags keep each run's recorded metrics settings (config.yaml "metrics"; defaults otherwise)
     m.add_argument(
-        "--clip-model",
-        default=None,
-        help="auto | <hub id or folder> | open_clip:<arch>:<tag> | none (default: the run's own setting)",
+        "--clip-model", default=None, help="<hub id or folder> | none (default: the run's own setting)"
     )
+    m.add_argument("--pickscore-model", default=None, help="<hub id or folder> | none")
+    m.add_argument("--allow-download", action="store_true", help="download hub ids missing from the HF cache")
     m.add_argument("--flow-backend", default=None, choices=["dis", "raft", "auto"])
     m.add_argument("--raft-weights", default=None)
+    m.add_argument("--lpips-net", default=None, help="alex | vgg | squeeze | none")
+    m.add_argument("--lpips-weights", default=None, help="the LPIPS backbone's torchvision state dict")
+    m.add_argument("--background-protocol", default=None, choices=["outside", "pie_bench"])
     m.add_argument("--device", default=None, help="auto | cpu | cuda (default: the run's own setting)")
     m.add_argument("--flow-cache-dir", default=None)
     m.add_argument("--dry-run", action="store_true", help="print the metrics, do not write metrics.json")

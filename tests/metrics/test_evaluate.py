@@ -10,7 +10,14 @@ import pytest
 from tests.tiny_sweep import tiny_sweep
 from videoedit.cli import main as cli
 from videoedit.errors import ConfigError, InputError
-from videoedit.metrics.evaluate import Evaluator, evaluate_edits, evaluate_run, find_runs, read_run
+from videoedit.metrics.evaluate import (
+    SCALAR_METRICS,
+    Evaluator,
+    evaluate_edits,
+    evaluate_run,
+    find_runs,
+    read_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,37 +68,45 @@ def test_the_metrics_command_starts_from_the_runs_own_settings(sweep, tmp_path, 
 
 
 def test_settings_are_checked_and_compared_without_loading_models(tmp_path):
-    Evaluator().check()  # the defaults (dis, clip auto) always pass
+    Evaluator(hf_cache_dir=str(tmp_path)).check()  # the defaults pass (uncached hub ids: recorded later)
     Evaluator(enabled=False, flow_backend="raft", raft_weights="/nowhere.pth").check()  # disabled
     with pytest.raises(ConfigError, match=r"metrics\.flow_backend must be one of dis, raft, auto"):
         Evaluator(flow_backend="farneback").check()
-    with pytest.raises(ConfigError, match="no CLIP model folder"):
+    with pytest.raises(ConfigError, match=r"metrics\.lpips_net must be one of alex, vgg, squeeze or null"):
+        Evaluator(lpips_net="resnet").check()
+    with pytest.raises(ConfigError, match=r"metrics\.background_protocol must be one of outside, pie_bench"):
+        Evaluator(background_protocol="five").check()
+    with pytest.raises(ConfigError, match=r"metrics\.lpips_weights=/nowhere/alex.pth is not a file"):
+        Evaluator(lpips_weights="/nowhere/alex.pth").check()
+    with pytest.raises(ConfigError, match=rf"metrics\.clip_model={tmp_path}/clip: no model folder at"):
         Evaluator(clip_model=str(tmp_path / "clip")).check()
     (tmp_path / "clip").mkdir()
     with pytest.raises(ConfigError, match=r"clip has no config.json, model.safetensors or pytorch_model.bin"):
         Evaluator(clip_model=str(tmp_path / "clip")).check()
-    with pytest.raises(ConfigError, match="open_clip has no pretrained weights 'nope'"):
-        Evaluator(clip_model="open_clip:ViT-B-32:nope").check()
+    off = {"clip_model": None, "pickscore_model": None, "lpips_net": None, "hf_cache_dir": str(tmp_path)}
     recorded = {
         "settings": {
+            "definitions": 2,
             "occlusion_check": True,
             "max_psnr": 100.0,
+            "background_protocol": "outside",
             "flow": {"backend": "dis", "preset": "medium"},
             "clip_model": None,
+            "pickscore_model": None,
+            "lpips": None,
         }
     }
-    assert Evaluator(clip_model=None).differences(recorded) == []
+    assert Evaluator(**off).differences(recorded) == []
+    # auto without RAFT weights is DIS; an uncached hub id records no model: nothing differs
     assert (
-        Evaluator(clip_model="none", flow_backend="auto", raft_weights="/nowhere.pth").differences(recorded)
-        == []
-    )  # auto without RAFT weights is DIS
-    assert Evaluator(clip_model="hf:x/y", max_psnr=60).differences(recorded) == [
-        "max_psnr: 100.0 -> 60",
-        "clip_model: None -> 'hf:x/y'",
-    ]
-    assert Evaluator(clip_model=None).differences({"errors": {"metrics": "boom"}}) == [
-        "no quality metrics recorded"
-    ]
+        Evaluator(**{**off, "clip_model": "x/y", "raft_weights": "/nowhere.pth"}).differences(recorded) == []
+    )
+    assert Evaluator(**{**off, "clip_model": "x/y", "allow_download": True, "max_psnr": 60}).differences(
+        recorded
+    ) == ["max_psnr: 100.0 -> 60", "clip_model: None -> 'x/y'"]
+    old = {"settings": {**recorded["settings"], "definitions": None}}  # metrics of an older definition
+    assert Evaluator(**off).differences(old) == ["definitions: None -> 2"]
+    assert Evaluator(**off).differences({"errors": {"metrics": "boom"}}) == ["no quality metrics recorded"]
     assert Evaluator(enabled=False).differences(None) == []
 
 
@@ -105,11 +120,25 @@ def test_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
 def test_a_metric_that_cannot_be_computed_records_why():
     frames = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     listing = [{"name": "e", "prompt": "x", "local_prompts": []}]
-    evaluator = Evaluator(clip_model=None, flow_backend="raft", raft_weights="/nowhere/raft.pth")
+    evaluator = Evaluator(
+        clip_model=None, pickscore_model=None, flow_backend="raft", raft_weights="/nowhere/raft.pth"
+    )
     quality = evaluator.evaluate(frames, {"e": frames}, listing, np.ones((3, 1, 32, 32), bool), ["all"])
     assert "RAFT weights not found" in quality["errors"]["temporal"]
-    assert "warp_error" not in quality["edits"]["e"]
+    assert "warp_error" not in quality["edits"]["e"] and "motion_alignment" not in quality["edits"]["e"]
+    assert quality["metrics"]["motion_alignment"]["unavailable"].startswith(
+        "optical flow failed: FileNotFoundError"
+    )
     assert quality["edits"]["e"]["preservation_skipped"].startswith("the edited regions ['all'] cover")
+    assert (
+        quality["metrics"]["psnr_preserved"]["unavailable"] == "the edited regions ['all'] cover every pixel"
+    )
+    # every metric has a record: its definition, source, unit, direction; unavailable ones say why
+    assert set(quality["metrics"]) == set(SCALAR_METRICS)
+    for key, record in quality["metrics"].items():
+        assert record["definition"] and record["source"] and record["unit"], key
+        assert record["direction"] in ("higher is better", "lower is better"), key
+    assert quality["metrics"]["clip_t"]["unavailable"] == "not configured (metrics.clip_model=null)"
     # whatever goes wrong, edit() gets a record, not an exception
     broken = evaluate_edits({"no_such_key": 1}, frames, {"e": frames}, listing, None, [])
     assert "no_such_key" in broken["errors"]["metrics"]

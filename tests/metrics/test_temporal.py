@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from videoedit.metrics.temporal import SourceFlows, source_flows, warp_error
-from videoedit.motion import DISFlow
+from videoedit.metrics.temporal import SourceFlows, motion_alignment, source_flows, warp_error
+from videoedit.motion import DISFlow, FlowEstimator
 
 
 def _texture(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -164,3 +164,39 @@ def test_float_frames_in_minus_one_one_give_the_same_error():
 def test_frames_that_do_not_match_the_flows():
     with pytest.raises(ValueError, match="do not match the source flows"):
         warp_error(np.zeros((4, 16, 16, 3), np.uint8), _constant_flows(2, 16, 16, 0, 0))
+
+
+class _FixedFlow(FlowEstimator):
+    """Returns given flows: the edited clip's flows are known exactly."""
+
+    name = "fixed"
+
+    def __init__(self, flows: torch.Tensor) -> None:
+        self.flows = flows
+
+    def estimate(self, frames_a: np.ndarray, frames_b: np.ndarray) -> torch.Tensor:
+        return self.flows[: len(frames_a)]
+
+
+def test_motion_alignment_is_minus_the_mean_end_point_error():
+    frames = np.repeat(_texture(16, 16)[None], 3, axis=0)
+    rng = np.random.default_rng(0)
+    source = torch.from_numpy(rng.normal(size=(2, 2, 16, 16))).float()
+    edited = torch.from_numpy(rng.normal(size=(2, 2, 16, 16))).float()
+    result = motion_alignment(frames, SourceFlows(source), _FixedFlow(edited))
+    epe = np.sqrt(((edited.numpy() - source.numpy()) ** 2).sum(1))  # (2, 16, 16), V2VBench's formula
+    assert result["motion_alignment"] == pytest.approx(-epe.mean(), rel=1e-5)
+    assert result["motion_epe_per_pair"] == pytest.approx(epe.mean((1, 2)), rel=1e-5)
+    assert motion_alignment(frames, SourceFlows(source), _FixedFlow(source))["motion_alignment"] == 0.0
+
+
+def test_motion_alignment_of_estimated_flows():
+    source = _panning(4, 64, 64, 2, 1)
+    flows = source_flows(source, DISFlow())
+    assert motion_alignment(source, flows, DISFlow())["motion_alignment"] == pytest.approx(0.0, abs=1e-6)
+    still = np.repeat(source[:1], 4, axis=0)  # the edit does not move: EPE = the source's motion, sqrt(5) px
+    assert motion_alignment(still, flows, DISFlow())["motion_alignment"] == pytest.approx(
+        -np.sqrt(5), abs=0.3
+    )
+    with pytest.raises(ValueError, match="do not match the source flows"):
+        motion_alignment(source[:3], flows, DISFlow())

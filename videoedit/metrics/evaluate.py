@@ -1,18 +1,21 @@
 """All quality metrics of a run: during :func:`videoedit.edit.edit` (from arrays) or on a finished
 result tree on disk (``videoedit metrics <run_dir>``). They go into ``metrics.json`` under ``"quality"``.
 
-Per edit (``quality.edits.<edit name>``):
+Per edit (``quality.edits.<edit name>``), each by its published definition
+(:mod:`videoedit.metrics.definitions`, ``docs/metrics.md``):
 
-* temporal consistency (``videoedit/metrics/temporal.py``): ``warp_error`` (8-bit levels), ``warp_mse``
-  (x10^-3), along the source video's optical flow, occlusion-masked, in float;
-* CLIP (``videoedit/metrics/clip_score.py``): ``clip_t`` (frames vs the edit's full prompt) and ``clip_f``
-  (consecutive frames), cosines, when CLIP weights are available;
-* preservation (``videoedit/metrics/preservation.py``): ``psnr_preserved`` (dB) and ``ssim_preserved``
-  outside the edited regions.
+* text: ``clip_t`` (x100), ``pick_score`` (``clip_score.py``), when their weights can be found;
+* temporal: ``frame_consistency_v2v``, ``frame_consistency_tgve`` (CLIP), ``warp_error``, ``warp_mse``
+  and ``motion_alignment`` along optical flow (``temporal.py``; RAFT-large when its weights are present,
+  DIS otherwise);
+* preservation: ``psnr_preserved``, ``ssim_preserved``, ``lpips_preserved`` outside the edited regions
+  (``preservation.py``).
 
-``quality.source`` holds the warp error of the source itself (the flow's floor), ``quality.mean`` the
-mean of every scalar metric over the edits, ``quality.skipped``/``quality.errors`` why a metric is
-missing. A metric that cannot be computed never fails the run: it records why.
+``quality.metrics.<key>`` records, for every metric, its definition, source, unit, direction and the
+model / backend used, or ``unavailable`` with the reason (also logged). ``quality.source`` holds the warp
+error of the source itself (the flow's floor), ``quality.mean`` the mean of every metric over the edits,
+``quality.skipped``/``quality.errors`` why a metric is missing. A metric that cannot be computed never
+fails the run: it records why.
 
 Run facts (timings per stage, peak memory, frames, resolution) are written by ``edit()`` itself
 (``timings_s``, ``peak_memory``, ``video``).
@@ -38,30 +41,31 @@ from videoedit.io.masks import read_masks
 from videoedit.io.result_tree import RunDirectory
 from videoedit.io.video import read_video
 from videoedit.metrics.clip_score import (
-    ClipEncoder,
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_PICKSCORE_MODEL,
+    DEFAULT_PICKSCORE_PROCESSOR,
+    ClipScorer,
     ClipUnavailable,
-    check_clip_model,
+    check_model_spec,
     clip_scores,
-    expected_clip_name,
-    load_clip_encoder,
+    is_off,
+    load_clip_scorer,
+    pick_score,
 )
-from videoedit.metrics.preservation import preservation
-from videoedit.metrics.temporal import SourceFlows, source_flows, warp_error
-from videoedit.motion import FlowCache, build_flow_estimator, raft_weights_path
+from videoedit.metrics.definitions import DEFINITIONS_VERSION, EDIT_METRICS, METRICS
+from videoedit.metrics.preservation import LPIPS, LPIPS_NETS, PROTOCOLS, lpips_backbone_path, preservation
+from videoedit.metrics.temporal import SourceFlows, motion_alignment, source_flows, warp_error
+from videoedit.motion import FlowCache, FlowEstimator, build_flow_estimator, raft_weights_path
 
 logger = logging.getLogger(__name__)
 
 FLOW_BACKENDS = ("dis", "raft", "auto")
 
 # scalar metrics averaged over a run's edits (quality.mean) and shown by the report
-SCALAR_METRICS = (
-    "warp_error",
-    "warp_mse",
-    "clip_t",
-    "clip_f",
-    "psnr_preserved",
-    "ssim_preserved",
-)
+SCALAR_METRICS = EDIT_METRICS
+_CLIP_KEYS = ("clip_t", "frame_consistency_v2v", "frame_consistency_tgve")
+_FLOW_KEYS = ("warp_error", "warp_mse", "motion_alignment")
+_KEPT_KEYS = ("psnr_preserved", "ssim_preserved", "lpips_preserved")
 
 
 def _error(err: BaseException) -> str:
@@ -84,26 +88,41 @@ class Evaluator:
 
     Args:
         enabled: compute the metrics at the end of every run.
-        clip_model: ``auto`` (CLIP weights found in the local HF cache, never downloaded), a transformers
-            hub id or folder, ``open_clip:<arch>:<tag or file>``, ``null`` (no CLIP scores), or (in
-            code) a :class:`ClipEncoder`.
-        flow_backend: optical flow of the source for the warp error: ``dis`` (OpenCV, no weights),
-            ``raft`` (torchvision RAFT-large weights needed; what StreamV2V's tool uses), ``auto``.
-        raft_weights: a RAFT-large state dict (``raft`` / ``auto``).
+        clip_model: CLIP for ``clip_t`` and the frame consistencies: a hub id (default
+            ``openai/clip-vit-large-patch14``, the V2VBench/TGVE model), a local folder in transformers
+            layout, ``null`` (none), or (in code) a :class:`ClipScorer`.
+        pickscore_model: the PickScore model (hub id or folder; ``null``: no PickScore), or a :class:`ClipScorer`.
+        pickscore_processor: where PickScore's image processor and tokenizer are (hub id or folder).
+        allow_download: fetch hub ids that are not in the local Hugging Face cache (default: never
+            download; a missing model is recorded as unavailable with the ``hf download`` command).
+        flow_backend: optical flow for the warp error and motion alignment: ``auto`` (RAFT-large when its
+            weights are present, else OpenCV DIS), ``raft`` (weights required), ``dis`` (no weights).
+        raft_weights: a RAFT-large state dict (default: torch hub's cache of torchvision's file).
         occlusion_check: leave out pixels that fail the forward-backward flow check.
+        lpips_net: the LPIPS backbone (``alex``, ``vgg``, ``squeeze``), ``null`` (no LPIPS), or (in code)
+            an :class:`~videoedit.metrics.preservation.LPIPS`.
+        lpips_weights: the backbone's torchvision state dict (default: torch hub's cache).
+        background_protocol: ``outside`` (metrics over the preserved pixels only) or ``pie_bench``
+            (PIE-Bench/FiVE: edited regions zeroed in both frames, whole-image metrics).
         max_psnr: PSNR reported for identical pixels (dB).
-        device: ``auto`` (the run's device) or a torch device for CLIP and RAFT.
+        device: ``auto`` (the run's device) or a torch device for the metric models.
         flow_cache_dir: folder caching the source flows (keyed by frames + estimator), or ``null``.
-        hf_cache_dir: the Hugging Face cache searched for CLIP weights (default: the usual one).
+        hf_cache_dir: the Hugging Face cache searched for hub ids (default: the usual one).
     """
 
     def __init__(
         self,
         enabled: bool = True,
-        clip_model: str | ClipEncoder | None = "auto",
-        flow_backend: Literal["dis", "raft", "auto"] = "dis",
+        clip_model: str | ClipScorer | None = DEFAULT_CLIP_MODEL,
+        pickscore_model: str | ClipScorer | None = DEFAULT_PICKSCORE_MODEL,
+        pickscore_processor: str | None = DEFAULT_PICKSCORE_PROCESSOR,
+        allow_download: bool = False,
+        flow_backend: Literal["dis", "raft", "auto"] = "auto",
         raft_weights: str | None = None,
         occlusion_check: bool = True,
+        lpips_net: Literal["alex", "vgg", "squeeze"] | LPIPS | None = "alex",
+        lpips_weights: str | None = None,
+        background_protocol: Literal["outside", "pie_bench"] = "outside",
         max_psnr: float = 100.0,
         device: str = "auto",
         flow_cache_dir: str | None = None,
@@ -111,15 +130,20 @@ class Evaluator:
     ) -> None:
         self.enabled = enabled
         self.clip_model = clip_model
+        self.pickscore_model = pickscore_model
+        self.pickscore_processor = pickscore_processor
+        self.allow_download = allow_download
         self.flow_backend = flow_backend
         self.raft_weights = raft_weights
         self.occlusion_check = occlusion_check
+        self.lpips_net = lpips_net if isinstance(lpips_net, LPIPS) or not is_off(lpips_net) else None
+        self.lpips_weights = lpips_weights
+        self.background_protocol = background_protocol
         self.max_psnr = max_psnr
         self.device = device
         self.flow_cache_dir = flow_cache_dir
         self.hf_cache_dir = hf_cache_dir
-        self._clip: ClipEncoder | None = None
-        self._clip_reason: str | None = None
+        self._models: dict[str, Any] = {}  # built once: name -> model or the reason it is unavailable
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | None) -> Evaluator:
@@ -135,9 +159,10 @@ class Evaluator:
         """Cheap checks of the settings, before a run's expensive work (no model is loaded).
 
         Raises:
-            ConfigError: an unknown ``flow_backend``; ``flow_backend=raft`` without RAFT weights on disk;
-                an explicit ``clip_model`` that cannot be found. ``auto`` never fails here: what it does
-                not find is recorded as skipped after the edits.
+            ConfigError: an unknown ``flow_backend``, ``lpips_net`` or ``background_protocol``;
+                ``flow_backend=raft`` without RAFT weights on disk; a model given as a local folder that
+                does not exist or lacks files. A hub id that is not cached is not an error: the metric is
+                recorded as unavailable, with the reason, after the edits.
         """
         if not self.enabled:
             return
@@ -145,25 +170,56 @@ class Evaluator:
             raise ConfigError(
                 f"metrics.flow_backend must be one of {', '.join(FLOW_BACKENDS)}, got {self.flow_backend!r}."
             )
+        if self.background_protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"metrics.background_protocol must be one of {', '.join(PROTOCOLS)}, got {self.background_protocol!r}."
+            )
+        if isinstance(self.lpips_net, str) and self.lpips_net not in LPIPS_NETS:
+            raise ConfigError(
+                f"metrics.lpips_net must be one of {', '.join(LPIPS_NETS)} or null, got {self.lpips_net!r}."
+            )
         if self.flow_backend == "raft" and raft_weights_path(self.raft_weights) is None:
             raise ConfigError(
                 f"metrics.flow_backend=raft but no RAFT-large weights were found "
                 f"({self.raft_weights or 'metrics.raft_weights not set'}; nor in torch hub's cache): set "
                 "metrics.raft_weights=<state dict file>, or metrics.flow_backend=dis (no weights) or auto."
             )
-        if not isinstance(self.clip_model, ClipEncoder):
-            try:
-                check_clip_model(self.clip_model, self.hf_cache_dir)
-            except ClipUnavailable as err:
+        if self.lpips_weights and not Path(self.lpips_weights).expanduser().is_file():
+            raise ConfigError(f"metrics.lpips_weights={self.lpips_weights} is not a file.")
+        for key in ("clip_model", "pickscore_model"):
+            spec = getattr(self, key)
+            if isinstance(spec, ClipScorer) or is_off(spec):
+                continue
+            reason = check_model_spec(str(spec), key, self.allow_download, self.hf_cache_dir)
+            looks_local = str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1
+            if reason is not None and looks_local:  # a local path the user typed: fail now
                 raise ConfigError(
-                    f"metrics.clip_model={self.clip_model}: {err}. Give a CLIP model you have (hub id in "
-                    "the local cache, folder, open_clip:<arch>:<tag>), metrics.clip_model=auto (whatever is "
-                    "cached, else no CLIP scores) or metrics.clip_model=null."
-                ) from err
+                    f"metrics.{key}={spec}: {reason}. Give a folder in transformers layout, a hub id, or "
+                    f"metrics.{key}=null."
+                )
+
+    # -------------------------------------------------------------------- settings, without loading
+
+    def _model_name(self, key: str) -> str | None:
+        """The model name recorded for ``clip_model``/``pickscore_model``, ``None`` when it cannot load."""
+        spec = getattr(self, key)
+        if isinstance(spec, ClipScorer):
+            return spec.name
+        if is_off(spec) or check_model_spec(str(spec), key, self.allow_download, self.hf_cache_dir):
+            return None
+        return str(spec)
+
+    def _lpips_setting(self) -> dict[str, Any] | None:
+        if self.lpips_net is None:
+            return None
+        if isinstance(self.lpips_net, LPIPS):
+            return {"net": self.lpips_net.net}
+        path = lpips_backbone_path(self.lpips_net, self.lpips_weights)
+        return {"net": self.lpips_net} if path is not None else None
 
     def expected_settings(self) -> dict[str, Any]:
         """What :meth:`evaluate` records in ``quality.settings`` with these settings, found without
-        loading a model (the flow's ``backend`` (and RAFT ``weights``), the CLIP model's name)."""
+        loading a model (flow backend (and RAFT weights), model names, LPIPS backbone, protocol)."""
         flow: dict[str, Any] = {"backend": self.flow_backend}
         if self.flow_backend == "auto":
             flow["backend"] = "raft" if raft_weights_path(self.raft_weights) is not None else "dis"
@@ -172,10 +228,14 @@ class Evaluator:
 
             flow["weights"] = str(raft_weights_path(self.raft_weights) or Raft_Large_Weights.DEFAULT.url)
         return {
+            "definitions": DEFINITIONS_VERSION,
             "occlusion_check": self.occlusion_check,
             "max_psnr": self.max_psnr,
+            "background_protocol": self.background_protocol,
             "flow": flow,
-            "clip_model": expected_clip_name(self.clip_model, self.hf_cache_dir),
+            "clip_model": self._model_name("clip_model"),
+            "pickscore_model": self._model_name("pickscore_model"),
+            "lpips": self._lpips_setting(),
         }
 
     def differences(self, quality: Mapping[str, Any] | None) -> list[str]:
@@ -189,13 +249,26 @@ class Evaluator:
         expected = self.expected_settings()
         out = [
             f"{key}: {recorded.get(key)!r} -> {expected[key]!r}"
-            for key in ("occlusion_check", "max_psnr", "clip_model")
+            for key in (
+                "definitions",
+                "occlusion_check",
+                "max_psnr",
+                "background_protocol",
+                "clip_model",
+                "pickscore_model",
+            )
             if recorded.get(key) != expected[key]
         ]
-        flow = recorded.get("flow") if isinstance(recorded.get("flow"), Mapping) else {}
-        if any(flow.get(k) != v for k, v in expected["flow"].items()):
-            out.append(f"flow: {dict(flow) or None!r} -> {expected['flow']!r}")
+        for key in ("flow", "lpips"):
+            now, before = expected[key], recorded.get(key)
+            before = before if isinstance(before, Mapping) else None
+            if (now is None) != (before is None) or (
+                now is not None and any(before.get(k) != v for k, v in now.items())
+            ):
+                out.append(f"{key}: {dict(before) if before else None!r} -> {now!r}")
         return out
+
+    # -------------------------------------------------------------------- models
 
     def _device(self, run_device: str | torch.device | None) -> str:
         if self.device != "auto":
@@ -204,18 +277,52 @@ class Evaluator:
             return str(run_device)
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def clip_encoder(self, device: str) -> ClipEncoder:
-        """The CLIP encoder (built once); raises :class:`ClipUnavailable` with the reason."""
-        if isinstance(self.clip_model, ClipEncoder):  # an encoder built by the caller
-            return self.clip_model
-        if self._clip is None and self._clip_reason is None:
+    def _model(self, key: str, build: Any) -> Any:
+        """``build()`` once; a failure is remembered as its reason (a string) and logged once."""
+        if key not in self._models:
             try:
-                self._clip = load_clip_encoder(self.clip_model, device=device, cache_dir=self.hf_cache_dir)
-            except ClipUnavailable as err:
-                self._clip_reason = str(err)
-        if self._clip is None:
-            raise ClipUnavailable(self._clip_reason or "unavailable")
-        return self._clip
+                self._models[key] = build()
+            except (ClipUnavailable, FileNotFoundError, OSError, ValueError, RuntimeError) as err:
+                self._models[key] = str(err)
+                logger.warning("metric model %s unavailable: %s", key, err)
+        return self._models[key]
+
+    def clip_scorer(self, device: str) -> ClipScorer | str:
+        """The CLIP model, or the reason it is unavailable."""
+        if isinstance(self.clip_model, ClipScorer):
+            return self.clip_model
+        return self._model(
+            "clip_model",
+            lambda: load_clip_scorer(
+                self.clip_model, "clip_model", None, device, self.allow_download, self.hf_cache_dir
+            ),
+        )
+
+    def pickscore_scorer(self, device: str) -> ClipScorer | str:
+        """The PickScore model, or the reason it is unavailable."""
+        if isinstance(self.pickscore_model, ClipScorer):
+            return self.pickscore_model
+        return self._model(
+            "pickscore_model",
+            lambda: load_clip_scorer(
+                self.pickscore_model,
+                "pickscore_model",
+                self.pickscore_processor,
+                device,
+                self.allow_download,
+                self.hf_cache_dir,
+            ),
+        )
+
+    def lpips(self, device: str) -> LPIPS | str:
+        """The LPIPS network, or the reason it is unavailable."""
+        if self.lpips_net is None:
+            return "not configured (metrics.lpips_net=null)"
+        if isinstance(self.lpips_net, LPIPS):
+            return self.lpips_net
+        return self._model("lpips", lambda: LPIPS(self.lpips_net, self.lpips_weights, device))
+
+    # -------------------------------------------------------------------- evaluation
 
     def evaluate(
         self,
@@ -241,30 +348,74 @@ class Evaluator:
         start = time.perf_counter()
         device = self._device(run_device)
         quality: dict[str, Any] = {"edits": {}, "skipped": {}, "errors": {}}
-        settings: dict[str, Any] = {"occlusion_check": self.occlusion_check, "max_psnr": self.max_psnr}
+        records = {key: METRICS[key].record() for key in EDIT_METRICS}
+        settings: dict[str, Any] = {
+            "definitions": DEFINITIONS_VERSION,
+            "occlusion_check": self.occlusion_check,
+            "max_psnr": self.max_psnr,
+            "background_protocol": self.background_protocol,
+        }
         masks = None if masks is None else np.asarray(masks, dtype=bool)
 
+        def unavailable(keys: Sequence[str], reason: str) -> None:
+            for key in keys:
+                records[key]["unavailable"] = reason
+                quality["skipped"][key] = reason
+
+        # temporal: the source's flows (warp error, motion alignment)
         flows: SourceFlows | None = None
+        estimator: FlowEstimator | None = None
         try:
             estimator = build_flow_estimator(self.flow_backend, self.raft_weights, device=device)
             settings["flow"] = estimator.settings()
             cache = FlowCache(self.flow_cache_dir) if self.flow_cache_dir else None
             flows = source_flows(source, estimator, cache, occlusion_check=self.occlusion_check)
             quality["source"] = warp_error(source, flows).as_dict()
-        except Exception as err:  # e.g. RAFT weights missing: no temporal metric, the rest goes on
+            for key in _FLOW_KEYS:
+                records[key]["backend"] = estimator.settings()
+        except Exception as err:  # e.g. RAFT weights missing: no flow metric, the rest goes on
             quality["errors"]["temporal"] = _error(err)
-            logger.warning("warp error not computed: %s", _error(err))
+            unavailable(_FLOW_KEYS, f"optical flow failed: {_error(err)}")
+            logger.warning("warp error and motion alignment not computed: %s", _error(err))
 
-        clip: ClipEncoder | None = None
-        try:
-            clip = self.clip_encoder(device)
-            settings["clip_model"] = clip.name
-        except ClipUnavailable as err:
-            quality["skipped"]["clip"] = str(err)
-            settings["clip_model"] = None
-            logger.info("CLIP scores skipped: %s", err)
+        clip = self.clip_scorer(device)
+        settings["clip_model"] = clip.name if isinstance(clip, ClipScorer) else None
+        if isinstance(clip, ClipScorer):
+            for key in _CLIP_KEYS:
+                records[key].update({"model": clip.name, "backend": "transformers CLIPModel"})
+            records["clip_t"]["logit_scale"] = clip.logit_scale
+        else:
+            unavailable(_CLIP_KEYS, clip)
+            logger.warning("CLIP-T and the CLIP frame consistencies are unavailable: %s", clip)
+        pick = self.pickscore_scorer(device)
+        settings["pickscore_model"] = pick.name if isinstance(pick, ClipScorer) else None
+        if isinstance(pick, ClipScorer):
+            records["pick_score"].update(
+                {
+                    "model": pick.name,
+                    "processor": self.pickscore_processor or pick.name,
+                    "backend": "transformers CLIPModel",
+                    "logit_scale": pick.logit_scale,
+                }
+            )
+        else:
+            unavailable(["pick_score"], pick)
+            logger.warning("PickScore is unavailable: %s", pick)
+        lpips = self.lpips(device)
+        settings["lpips"] = lpips.settings() if isinstance(lpips, LPIPS) else None
+        if isinstance(lpips, LPIPS):
+            records["lpips_preserved"].update(lpips.settings())
+        else:
+            unavailable(["lpips_preserved"], lpips)
+            logger.warning("LPIPS is unavailable: %s", lpips)
+        backend = "scikit-image" if self.background_protocol == "outside" else "torchmetrics"
+        for key in ("psnr_preserved", "ssim_preserved"):
+            records[key]["backend"] = backend
+        for key in _KEPT_KEYS:
+            records[key]["protocol"] = self.background_protocol
         quality["settings"] = settings
 
+        kept_reasons: list[str] = []
         for entry in listing:
             name = str(entry["name"])
             frames = edits.get(name)
@@ -272,17 +423,19 @@ class Evaluator:
                 quality["errors"][name] = "no frames for this edit"
                 continue
             scores: dict[str, Any] = {}
-            if flows is not None:
+            if flows is not None and estimator is not None:
                 try:
                     scores.update(warp_error(frames, flows).as_dict())
+                    scores.update(motion_alignment(frames, flows, estimator))
                 except Exception as err:
                     quality["errors"][f"{name}/temporal"] = _error(err)
-            if clip is not None:
-                try:
-                    scores.update(clip_scores(frames, str(entry["prompt"]), clip))
-                    scores.pop("clip_model", None)
-                except Exception as err:
-                    quality["errors"][f"{name}/clip"] = _error(err)
+            prompt = str(entry["prompt"])
+            for scorer, score, what in ((clip, clip_scores, "clip"), (pick, pick_score, "pick_score")):
+                if isinstance(scorer, ClipScorer):
+                    try:
+                        scores.update(score(frames, prompt, scorer))
+                    except Exception as err:
+                        quality["errors"][f"{name}/{what}"] = _error(err)
             try:
                 kept = preservation(
                     source,
@@ -291,13 +444,21 @@ class Evaluator:
                     list(regions),
                     list(entry.get("local_prompts") or ()),
                     self.max_psnr,
+                    lpips if isinstance(lpips, LPIPS) else None,
+                    self.background_protocol,
                 )
                 if "skipped" in kept:
                     scores["preservation_skipped"] = kept.pop("skipped")
+                    kept_reasons.append(scores["preservation_skipped"])
                 scores.update(kept)
             except Exception as err:
                 quality["errors"][f"{name}/preservation"] = _error(err)
             quality["edits"][name] = scores
+        if kept_reasons and len(kept_reasons) == len(quality["edits"]):
+            unavailable(
+                [k for k in _KEPT_KEYS if "unavailable" not in records[k]],
+                "; ".join(sorted(set(kept_reasons))),
+            )
 
         quality["mean"] = {}
         for key in SCALAR_METRICS:
@@ -305,6 +466,7 @@ class Evaluator:
             values = [v for v in values if math.isfinite(v)]
             if values:
                 quality["mean"][key] = float(np.mean(values))
+        quality["metrics"] = records
         quality["seconds"] = round(time.perf_counter() - start, 3)
         if not quality["skipped"]:
             del quality["skipped"]

@@ -1,4 +1,4 @@
-"""Preservation outside the edited regions: PSNR and SSIM between source and output, masked.
+"""Preservation outside the edited regions: PSNR, SSIM and LPIPS between source and output.
 
 Which regions count as **edited**:
 
@@ -10,14 +10,19 @@ Which regions count as **edited**:
 The **preserved** pixels are those no edited region covers. Without masks, or when the edited regions
 cover every pixel, nothing is known to be preserved and the metric is skipped (with the reason).
 
-* PSNR: per frame, from the mean squared error over the preserved pixels and the 3 channels on the
-  0..255 scale, ``10 log10(255^2 / MSE)``; identical pixels give ``inf``, reported as ``max_psnr``
-  (100 dB); the clip's PSNR is the mean over frames that have preserved pixels.
-* SSIM (Wang et al. 2004, the usual constants: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03,
-  per channel then averaged; the formula of ``skimage.metrics.structural_similarity`` with
-  ``gaussian_weights=True, use_sample_covariance=False``): the SSIM map is averaged over the window
-  centres whose **whole window** is preserved and inside the frame, so that no edited pixel leaks in.
-  With no such centre (a thin preserved strip) SSIM is ``None`` and says why.
+Two protocols (``metrics.background_protocol``; definitions in ``videoedit.metrics.definitions``):
+
+* ``outside`` (default): each metric on the preserved pixels only.
+  PSNR: per frame ``10 log10(255^2 / MSE)`` over the preserved pixels and 3 channels (scikit-image's
+  ``peak_signal_noise_ratio`` on those pixels); identical pixels give ``max_psnr``; mean over frames.
+  SSIM: scikit-image's SSIM map (Gaussian 11x11 window, sigma 1.5, K1 0.01, K2 0.03, per channel then
+  averaged) averaged over the window centres whose **whole window** is preserved and inside the frame,
+  so no edited pixel leaks in (``None`` with the reason when there is no such centre).
+  LPIPS: the LPIPS v0.1 spatial map (torchmetrics' network, upsampled to the frame) averaged over the
+  preserved pixels, mean over frames.
+* ``pie_bench`` (PIE-Bench, as FiVE-Bench evaluates background preservation): both frames multiplied
+  by the preserved-pixel mask (edited regions set to 0), then whole-image PSNR / SSIM (data range 1) and
+  LPIPS with torchmetrics, mean over frames.
 
 Frames are ``(F, H, W, 3)`` uint8; masks ``(F, R, H, W)`` bool.
 """
@@ -26,16 +31,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # skimage: int(truncate=3.5 * sigma + 0.5) -> an 11x11 window
-SSIM_K1, SSIM_K2 = 0.01, 0.03
+PROTOCOLS = ("outside", "pie_bench")
+LPIPS_NETS = ("alex", "vgg", "squeeze")
+# torchvision weights of each LPIPS backbone (what torchmetrics downloads with pretrained=True)
+_TV_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 
 def edited_regions(regions: Sequence[str], local_prompts: Sequence[str] = ()) -> list[str]:
@@ -53,11 +61,24 @@ def preserved_mask(masks: np.ndarray, regions: Sequence[str], edited: Sequence[s
     return ~np.asarray(masks)[:, index].any(axis=1)
 
 
-def _to_float(frames: np.ndarray) -> torch.Tensor:
-    """``(F, H, W, 3)`` uint8 -> ``(F, 3, H, W)`` float64 in [0, 255]."""
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (F, H, W, 3), got {frames.shape}")
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).double()
+def _check_pair(source: np.ndarray, output: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """Checks shapes; returns ``keep (F, H, W)`` bool (all true when ``None``)."""
+    source, output = np.asarray(source), np.asarray(output)
+    if source.ndim != 4 or source.shape[-1] != 3:
+        raise ValueError(f"frames must be (F, H, W, 3), got {source.shape}")
+    if source.shape != output.shape:
+        raise ValueError(f"source {tuple(source.shape)} and output {tuple(output.shape)} differ in shape")
+    if keep is None:
+        return np.ones(source.shape[:3], dtype=bool)
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != source.shape[:3]:
+        raise ValueError(f"mask {keep.shape} does not match frames {tuple(source.shape)}")
+    return keep
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
 
 
 def masked_psnr(
@@ -65,72 +86,50 @@ def masked_psnr(
 ) -> tuple[float | None, list[float | None]]:
     """PSNR (dB, 8-bit peak) over the ``keep (F, H, W)`` pixels: ``(clip mean, per frame)``.
 
-    Identical pixels give ``max_psnr``; frames without kept pixels give ``None`` and are left out of
-    the mean (``None`` when no frame has any).
+    Per frame: scikit-image's ``peak_signal_noise_ratio`` of the kept pixels (all 3 channels). Identical
+    pixels give ``max_psnr``; frames without kept pixels give ``None`` and are left out of the mean.
     """
-    a, b = _to_float(source), _to_float(output)
-    if a.shape != b.shape:
-        raise ValueError(f"source {tuple(source.shape)} and output {tuple(output.shape)} differ in shape")
-    m = (
-        torch.ones(a.shape[0], 1, *a.shape[2:], dtype=a.dtype)
-        if keep is None
-        else _mask(keep, source.shape, a.dtype)
-    )
-    count = m.sum((1, 2, 3)) * 3
-    mse = ((a - b).square() * m).sum((1, 2, 3)) / count.clamp_min(1)
+    from skimage.metrics import peak_signal_noise_ratio
+
+    keep = _check_pair(source, output, keep)
     per_frame: list[float | None] = []
-    for c, e in zip(count.tolist(), mse.tolist()):
-        if c == 0:
+    for a, b, k in zip(np.asarray(source), np.asarray(output), keep):
+        if not k.any():
             per_frame.append(None)
-        else:
-            per_frame.append(max_psnr if e == 0 else min(max_psnr, 10 * math.log10(255.0**2 / e)))
-    values = [v for v in per_frame if v is not None]
-    return (float(np.mean(values)) if values else None), per_frame
-
-
-def _mask(keep: np.ndarray, frames_shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """``(F, H, W)`` bool -> ``(F, 1, H, W)`` of ``dtype``, checked against frames ``(F, H, W, 3)``."""
-    keep = np.asarray(keep, dtype=bool)
-    if keep.shape != tuple(frames_shape[:3]):
-        raise ValueError(f"mask {keep.shape} does not match frames {tuple(frames_shape)}")
-    return torch.from_numpy(keep)[:, None].to(dtype)
-
-
-def _gaussian_1d() -> np.ndarray:
-    x = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
-    g = np.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    return (g / g.sum()).astype(np.float32)
+            continue
+        with np.errstate(divide="ignore"):  # identical pixels: inf, reported as max_psnr
+            value = float(peak_signal_noise_ratio(a[k], b[k], data_range=255))
+        per_frame.append(min(max_psnr, value))
+    return _mean(per_frame), per_frame
 
 
 def ssim_map(source: np.ndarray, output: np.ndarray) -> torch.Tensor:
-    """SSIM at every window centre that lies fully inside the frame: ``(F, H-10, W-10)``, channel mean.
+    """SSIM at every window centre whose window lies inside the frame: ``(F, H-10, W-10)``, channel mean.
 
-    Float32 on [0, 1] intensities with a separable Gaussian (OpenCV; agrees with skimage's float64
-    to ~1e-5). Only window centres whose window is inside the frame are returned, so the border
-    handling of the filter never matters.
+    scikit-image's ``structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=255, channel_axis=-1, full=True)`` map, in float64; only
+    centres whose window is inside the frame are kept, so the filter's border handling never matters.
     """
-    source, output = np.asarray(source), np.asarray(output)
-    if source.shape != output.shape or source.ndim != 4 or source.shape[-1] != 3:
-        raise ValueError(f"source {source.shape} and output {output.shape} must both be (F, H, W, 3)")
-    n, h, w, c = source.shape
+    from skimage.metrics import structural_similarity
+
+    _check_pair(source, output, None)
+    n, h, w, _ = np.shape(source)
     r = SSIM_RADIUS
     if min(h, w) <= 2 * r:
         raise ValueError(f"frames of {h}x{w} are too small for an 11x11 SSIM window")
-    g = _gaussian_1d()
-    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range 1
-    out = np.zeros((n, h - 2 * r, w - 2 * r), dtype=np.float64)
+    out = np.empty((n, h - 2 * r, w - 2 * r), dtype=np.float64)
     for f in range(n):
-        for ch in range(c):
-            x = source[f, :, :, ch].astype(np.float32) / 255
-            y = output[f, :, :, ch].astype(np.float32) / 255
-
-            def blur(t: np.ndarray) -> np.ndarray:
-                return cv2.sepFilter2D(t, cv2.CV_32F, g, g, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
-
-            mx, my = blur(x), blur(y)
-            vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-            s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-            out[f] += s / c
+        _, full = structural_similarity(
+            source[f],
+            output[f],
+            gaussian_weights=True,
+            sigma=SSIM_SIGMA,
+            use_sample_covariance=False,
+            data_range=255,
+            channel_axis=-1,
+            full=True,
+        )
+        out[f] = full.mean(axis=-1)[r:-r, r:-r]
     return torch.from_numpy(out)
 
 
@@ -139,23 +138,164 @@ def masked_ssim(
 ) -> tuple[float | None, list[float | None]]:
     """SSIM averaged over window centres whose whole window is in ``keep (F, H, W)``: ``(mean, per frame)``.
 
-    With ``keep=None`` this is ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)``. The clip value pools
-    all counted centres of all frames.
+    With ``keep=None`` this is the mean of scikit-image's SSIM map over the centres whose window is inside
+    the frame. The clip value pools all counted centres of all frames.
     """
+    keep = _check_pair(source, output, keep)
     s = ssim_map(source, output)  # (F, H-10, W-10)
-    if keep is None:
-        valid = torch.ones_like(s)
-    else:
-        k = _mask(keep, np.shape(source), torch.float64)  # (F, 1, H, W)
-        # a centre counts when its whole window is kept: a min-pool of the mask over the window
-        valid = -F.max_pool2d(-k, kernel_size=2 * SSIM_RADIUS + 1, stride=1)[:, 0]
+    k = torch.from_numpy(keep)[:, None].double()  # (F, 1, H, W)
+    # a centre counts when its whole window is kept: a min-pool of the mask over the window
+    valid = -F.max_pool2d(-k, kernel_size=2 * SSIM_RADIUS + 1, stride=1)[:, 0]
     count = valid.sum((1, 2))
     per_frame = [
         float(v) if n > 0 else None for v, n in zip((s * valid).sum((1, 2)) / count.clamp_min(1), count)
     ]
     total = count.sum()
     return (float((s * valid).sum() / total) if total > 0 else None), per_frame
+
+
+# ------------------------------------------------------------------------------------------ LPIPS
+
+
+def lpips_backbone_path(net: str, weights: str | None = None) -> Path | None:
+    """The torchvision ImageNet weights of an LPIPS backbone: ``weights`` if it is a file, else torch hub's
+    cached download of torchvision's file (what ``torchvision.models.<net>(weights=DEFAULT)`` fetches)."""
+    if weights and Path(weights).expanduser().is_file():
+        return Path(weights).expanduser()
+    import torchvision.models
+
+    url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return cached if cached.is_file() else None
+
+
+class LPIPS:
+    """LPIPS v0.1 (Zhang et al. 2018) with torchmetrics' network: learned linear layers shipped in the
+    torchmetrics wheel, the ImageNet backbone (``alex``, ``vgg`` or ``squeeze``) from a torchvision
+    state dict on disk (never downloaded here).
+
+    Args:
+        net: the backbone.
+        weights: a torchvision state dict of the backbone (``features.*`` keys suffice); ``None``: torch
+            hub's cache.
+        device: where to run.
+        random_backbone: tests only: a random backbone instead of ImageNet weights (``weights`` ignored).
+    """
+
+    def __init__(
+        self,
+        net: Literal["alex", "vgg", "squeeze"] = "alex",
+        weights: str | None = None,
+        device: str | torch.device = "cpu",
+        random_backbone: bool = False,
+    ) -> None:
+        from torchmetrics.functional.image.lpips import _LPIPS
+
+        if net not in LPIPS_NETS:
+            raise ValueError(f"LPIPS backbone must be one of {', '.join(LPIPS_NETS)}, got {net!r}")
+        self.model = _LPIPS(pretrained=True, net=net, spatial=True, pnet_rand=True)
+        self.net = net
+        if random_backbone:
+            self.weights = "random"
+        else:
+            path = lpips_backbone_path(net, weights)
+            if path is None:
+                import torchvision.models
+
+                url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
+                raise FileNotFoundError(
+                    f"the LPIPS {net} backbone weights were not found ({weights or 'metrics.lpips_weights not set'}; "
+                    f"nor {Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]}): download "
+                    f"{url} into torch hub's checkpoints folder or set metrics.lpips_weights=<file>"
+                )
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            # torchmetrics' slices hold torchvision's `features` modules under their index: sliceK.<i>.* <-> features.<i>.*
+            mapped = {
+                name: state[f"features.{name.split('.', 1)[1]}"] for name in self.model.net.state_dict()
+            }
+            self.model.net.load_state_dict(mapped)
+            self.weights = str(path)
+        self.model.eval().requires_grad_(False).to(device)
+        self.device = torch.device(device)
+
+    @staticmethod
+    def _tensor(frames: np.ndarray) -> torch.Tensor:
+        """``(F, H, W, 3)`` uint8 -> ``(F, 3, H, W)`` float32 in [-1, 1]."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        return x / 127.5 - 1
+
+    @torch.no_grad()
+    def spatial(self, source: np.ndarray, output: np.ndarray, batch_size: int = 8) -> torch.Tensor:
+        """The LPIPS map of each frame pair, upsampled to the frame: ``(F, H, W)``."""
+        self.model.spatial = True
+        maps = []
+        for s in range(0, len(source), batch_size):
+            a = self._tensor(source[s : s + batch_size]).to(self.device)
+            b = self._tensor(output[s : s + batch_size]).to(self.device)
+            maps.append(self.model(a, b)[:, 0].float().cpu())
+        return torch.cat(maps)
+
+    @torch.no_grad()
+    def distance(self, source: np.ndarray, output: np.ndarray, batch_size: int = 8) -> torch.Tensor:
+        """Whole-image LPIPS of each frame pair (the spatial average of each layer): ``(F,)``."""
+        self.model.spatial = False
+        values = []
+        for s in range(0, len(source), batch_size):
+            a = self._tensor(source[s : s + batch_size]).to(self.device)
+            b = self._tensor(output[s : s + batch_size]).to(self.device)
+            values.append(self.model(a, b).reshape(-1).float().cpu())
+        self.model.spatial = True
+        return torch.cat(values)
+
+    def settings(self) -> dict[str, str]:
+        return {"net": self.net, "weights": self.weights, "backend": "torchmetrics"}
+
+
+def masked_lpips(
+    source: np.ndarray, output: np.ndarray, lpips: LPIPS, keep: np.ndarray | None = None
+) -> tuple[float | None, list[float | None]]:
+    """LPIPS spatial map averaged over the ``keep (F, H, W)`` pixels: ``(mean over frames, per frame)``."""
+    keep = _check_pair(source, output, keep)
+    maps = lpips.spatial(np.asarray(source), np.asarray(output))  # (F, H, W)
+    k = torch.from_numpy(keep).float()
+    count = k.sum((1, 2))
+    per_frame = [
+        float(v) if n > 0 else None for v, n in zip((maps * k).sum((1, 2)) / count.clamp_min(1), count)
+    ]
+    return _mean(per_frame), per_frame
+
+
+def pie_bench_preservation(
+    source: np.ndarray,
+    output: np.ndarray,
+    keep: np.ndarray,
+    lpips: LPIPS | None = None,
+    max_psnr: float = 100.0,
+) -> dict[str, float | None]:
+    """PIE-Bench / FiVE-Bench background preservation: both frames times the preserved-pixel mask, then
+    torchmetrics' whole-image PSNR and SSIM (data range 1) and LPIPS, each a mean over frames."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    keep = _check_pair(source, output, keep)
+    masked_source = np.asarray(source) * keep[..., None].astype(np.uint8)  # edited regions set to 0
+    masked_output = np.asarray(output) * keep[..., None].astype(np.uint8)
+    a = torch.from_numpy(masked_source).permute(0, 3, 1, 2).float() / 255  # (F, 3, H, W) in [0, 1]
+    b = torch.from_numpy(masked_output).permute(0, 3, 1, 2).float() / 255
+    psnr = [
+        min(max_psnr, float(peak_signal_noise_ratio(b[i : i + 1], a[i : i + 1], data_range=1.0)))
+        for i in range(len(a))
+    ]
+    ssim = [
+        float(structural_similarity_index_measure(b[i : i + 1], a[i : i + 1], data_range=1.0))
+        for i in range(len(a))
+    ]
+    out: dict[str, float | None] = {
+        "psnr_preserved": float(np.mean(psnr)),
+        "ssim_preserved": float(np.mean(ssim)),
+    }
+    if lpips is not None:
+        out["lpips_preserved"] = float(lpips.distance(masked_source, masked_output).mean())
+    return out
 
 
 def preservation(
@@ -165,8 +305,10 @@ def preservation(
     regions: Sequence[str],
     local_prompts: Sequence[str] = (),
     max_psnr: float = 100.0,
+    lpips: LPIPS | None = None,
+    protocol: Literal["outside", "pie_bench"] = "outside",
 ) -> dict[str, Any]:
-    """PSNR/SSIM outside the edited regions of one edit (see the module docstring).
+    """PSNR/SSIM/LPIPS outside the edited regions of one edit (see the module docstring).
 
     Args:
         source, output: ``(F, H, W, 3)`` uint8.
@@ -174,11 +316,15 @@ def preservation(
         regions: the ``R`` region names (order of the local prompts).
         local_prompts: the edit's local prompts (``()`` for a plain prompt).
         max_psnr: the value reported for identical pixels (dB).
+        lpips: the LPIPS network, or ``None`` (no ``lpips_preserved``).
+        protocol: ``outside`` or ``pie_bench``.
 
     Returns:
-        ``{"psnr_preserved", "ssim_preserved", "preserved_fraction", "edited_regions"}`` or
-        ``{"skipped": reason}``.
+        ``{"psnr_preserved", "ssim_preserved", ["lpips_preserved"], "preserved_fraction",
+        "edited_regions"}`` or ``{"skipped": reason}``.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"background protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if masks is None:
         return {"skipped": "no region masks: nothing is known to be preserved"}
     edited = edited_regions(regions, local_prompts)
@@ -186,14 +332,20 @@ def preservation(
     fraction = float(keep.mean())
     if fraction == 0:
         return {"skipped": f"the edited regions {edited} cover every pixel", "edited_regions": edited}
-    psnr, _ = masked_psnr(source, output, keep, max_psnr=max_psnr)
-    out: dict[str, Any] = {
-        "psnr_preserved": psnr,
-        "preserved_fraction": fraction,
-        "edited_regions": edited,
-    }
-    ssim, _ = masked_ssim(source, output, keep)
-    out["ssim_preserved"] = ssim
-    if ssim is None:
+    out: dict[str, Any] = {"preserved_fraction": fraction, "edited_regions": edited}
+    if protocol == "pie_bench":
+        out.update(pie_bench_preservation(source, output, keep, lpips, max_psnr))
+        return out
+    out["psnr_preserved"], _ = masked_psnr(source, output, keep, max_psnr=max_psnr)
+    out["ssim_preserved"], _ = masked_ssim(source, output, keep)
+    if out["ssim_preserved"] is None:
         out["ssim_skipped"] = "no 11x11 window lies entirely in the preserved area"
+    if lpips is not None:
+        out["lpips_preserved"], _ = masked_lpips(source, output, lpips, keep)
     return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray, max_psnr: float = 100.0) -> float:
+    """PSNR (dB, 8-bit peak) of two whole clips ``(F, H, W, 3)`` uint8: mean over frames (see :func:`masked_psnr`)."""
+    value, _ = masked_psnr(a, b, None, max_psnr)
+    return float(value) if value is not None else math.nan

@@ -20,6 +20,11 @@ of 3. Its numbers are not comparable with ours.
 The same error on the source itself (``source_warp_error``) is the floor set by the flow estimator: an
 edit cannot be more consistent than the flow can tell.
 
+**Motion alignment** (V2VBench ``motion_alignment``): minus the mean end-point error between the flow of
+the edited clip and the flow of the source, ``-mean ||flow_edit(t->t+1) - flow_source(t->t+1)||_2`` over
+all consecutive pairs and pixels, in pixels at the working resolution; estimated with the same estimator
+as the warp error (V2VBench uses GMFlow; the backend is recorded).
+
 Frames are ``(F, H, W, 3)`` uint8 or ``(F, 3, H, W)`` float in [-1, 1]; flows ``(F-1, 2, H, W)`` in pixels.
 """
 
@@ -129,3 +134,31 @@ def warp_error(
         per_pair=[float(v) if h else float("nan") for v, h in zip(l1, has)],
         valid_fraction=float(valid.mean()),
     )
+
+
+def motion_alignment(
+    frames: np.ndarray | torch.Tensor, flows: SourceFlows, estimator: FlowEstimator
+) -> dict[str, float | list[float]]:
+    """Motion alignment of an edited clip with its source (see the module docstring).
+
+    Args:
+        frames: the edited clip, ``(F, H, W, 3)`` uint8 or ``(F, 3, H, W)`` in [-1, 1].
+        flows: the source's :class:`SourceFlows` (its ``forward`` flows are compared).
+        estimator: the estimator that computed ``flows`` (the edited clip's flows use the same one).
+
+    Returns:
+        ``{"motion_alignment": -EPE, "motion_epe_per_pair": [EPE of pair (t, t+1)]}``; ``nan`` for one frame.
+    """
+    edited = video_flows(frames, estimator, "forward").float()  # (F-1, 2, H, W)
+    if edited.shape != flows.forward.shape:
+        raise ValueError(
+            f"the edited clip's flows {tuple(edited.shape)} do not match the source flows "
+            f"{tuple(flows.forward.shape)} (same frame count and size needed)"
+        )
+    if len(edited) == 0:
+        return {"motion_alignment": float("nan"), "motion_epe_per_pair": []}
+    epe = (edited - flows.forward).square().sum(1).sqrt()  # (F-1, H, W) end-point error per pixel
+    return {
+        "motion_alignment": -float(epe.mean()),
+        "motion_epe_per_pair": [float(v) for v in epe.mean((1, 2))],
+    }
