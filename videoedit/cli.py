@@ -6,11 +6,14 @@
     videoedit metrics <run or sweep folder>... [--clip-model ...] [--flow-backend dis|raft|auto] [...]
     videoedit report <sweep folder> [--out DIR] [--edit NAME] [--frames 4] [--max-columns 8]
     videoedit compare <run folder>... --labels A B ... --out DIR [--edit NAME]
+    videoedit bench [--config synthetic] [--suite-root DIR] [--methods a,b] [--set key=value]... [--out DIR] [-- hydra args]
 
 ``metrics`` (re)computes the quality metrics of finished runs and merges them into each
 ``metrics.json`` under ``"quality"``, with each run's recorded ``metrics`` settings (its
 ``config.yaml``) and the flags given on top; ``report`` aggregates a sweep into tables, plots and a comparison
-grid; ``compare`` builds a labelled grid/video of source | run A | run B from runs of separate commands.
+grid; ``compare`` builds a labelled grid/video of source | run A | run B from runs of separate commands;
+``bench`` runs methods x suite clips x prompts through Hydra multirun (resumable) and writes a leaderboard
+(``videoedit/suites/bench.py``, ``videoedit/suites/leaderboard.py``).
 """
 
 from __future__ import annotations
@@ -133,6 +136,54 @@ RUN_HELP = """Run an edit (or a sweep with -m) from the packaged configs, exactl
 Every argument is a Hydra override or flag; `videoedit run --help` lists the config groups."""
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from videoedit.suites.bench import default_out, load_spec, prepare
+    from videoedit.suites.leaderboard import build_leaderboard
+
+    changes = list(args.set or [])
+    for flag, key in ((args.suite, "suite"), (args.suite_root, "suite_root"), (args.max_clips, "max_clips")):
+        if flag is not None:
+            changes.append(f"{key}={flag}")
+    for flag, key in ((args.clips, "clips"), (args.edits, "edits"), (args.seeds, "sample_seeds")):
+        if flag:
+            changes.append(f"{key}=[{flag}]")
+    spec = load_spec(args.config, changes)
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in spec.methods]
+        if unknown:
+            raise VideoEditError(
+                f"--methods {','.join(unknown)}: not in the spec's methods {sorted(spec.methods)}"
+            )
+        spec.methods = {k: v for k, v in spec.methods.items() if k in wanted}
+    out = Path(args.out) if args.out else default_out(spec)
+    hydra_args = [a for a in args.hydra_args if a != "--"]
+    if not args.leaderboard_only:
+        bench = prepare(spec, out)
+        jobs = len(spec.labels) * len(bench.suite.clips)
+        print(
+            f"bench {spec.name}: {bench.suite.title}, {len(bench.suite.clips)} clips, {bench.suite.num_edits} edits "
+            f"x {len(spec.sample_seeds)} seeds; methods {', '.join(spec.labels)} ({jobs} jobs) -> {out}"
+        )
+        if args.dry_run:
+            bench.write_configs()
+            for label in spec.labels:
+                print(" ".join(bench.command(label, hydra_args)))
+            return 0
+        status = bench.run(hydra_args)
+    else:
+        status = {}
+    board = build_leaderboard(out)
+    print(
+        f"leaderboard: {len(board.summary)} methods, {len(board.rows)} edits, {len(board.missing)} missing jobs"
+    )
+    for name, path in board.files.items():
+        print(f"  {name}: {path}")
+    for line in board.missing:
+        print(f"  missing: {line}")
+    return 0 if all(code == 0 for code in status.values()) and not board.missing else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videoedit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +234,33 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fps", type=float, default=8.0)
     c.add_argument("--name", default="comparison", help="file stem of the grid and video")
     c.set_defaults(func=_compare)
+
+    b = sub.add_parser(
+        "bench",
+        help="methods x suite clips x prompts (Hydra multirun, resumable), then a leaderboard",
+        description="Run a bench spec (configs/bench/<name>.yaml or a YAML file) and write <out>/leaderboard/. "
+        "Hydra arguments (launcher, force=true) go after `--`.",
+    )
+    b.add_argument("--config", default="synthetic", help="a spec in configs/bench/ or a YAML file")
+    b.add_argument("--suite", default=None, help="tgve | v2vbench | five | videograin | synthetic")
+    b.add_argument("--suite-root", default=None, help="the suite's downloaded dataset folder")
+    b.add_argument("--methods", default=None, help="comma-separated labels of the spec's methods to run")
+    b.add_argument("--clips", default=None, help="comma-separated clip ids")
+    b.add_argument("--edits", default=None, help="comma-separated edit names or kinds")
+    b.add_argument("--max-clips", type=int, default=None)
+    b.add_argument("--seeds", default=None, help="comma-separated sample seeds")
+    b.add_argument("--set", action="append", default=None, help="key=value change of the spec (repeatable)")
+    b.add_argument(
+        "--out",
+        default=None,
+        help="bench folder (default <output root>/bench/<spec name>); reuse it to resume",
+    )
+    b.add_argument("--dry-run", action="store_true", help="write the job configs, print the commands")
+    b.add_argument("--leaderboard-only", action="store_true", help="rebuild the leaderboard of --out")
+    b.add_argument(
+        "hydra_args", nargs="*", help="after --: Hydra overrides for every job (hydra/launcher=...)"
+    )
+    b.set_defaults(func=_bench)
     return parser
 
 

@@ -218,7 +218,9 @@ def test_the_synthetic_suite_and_bad_requests():
         InputError, match="unknown suite 'loveu'; suites: tgve, v2vbench, five, videograin, synthetic"
     ):
         load_suite("loveu")
-    with pytest.raises(InputError, match="synthetic two-figures has no clip figures_c; it has: figures_a, figures_b"):
+    with pytest.raises(
+        InputError, match="synthetic two-figures has no clip figures_c; it has: figures_a, figures_b"
+    ):
         suite.select(clips=["figures_c"])
     with pytest.raises(InputError, match="has no edit named nope"):
         suite.select(edits=["nope"])

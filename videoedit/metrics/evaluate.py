@@ -278,13 +278,12 @@ class Evaluator:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def _model(self, key: str, build: Any) -> Any:
-        """``build()`` once; a failure is remembered as its reason (a string) and logged once."""
+        """``build()`` once; a failure is remembered as its reason (a string; :meth:`evaluate` logs it)."""
         if key not in self._models:
             try:
                 self._models[key] = build()
             except (ClipUnavailable, FileNotFoundError, OSError, ValueError, RuntimeError) as err:
                 self._models[key] = str(err)
-                logger.warning("metric model %s unavailable: %s", key, err)
         return self._models[key]
 
     def clip_scorer(self, device: str) -> ClipScorer | str:

@@ -193,28 +193,26 @@ class LPIPS:
 
         if net not in LPIPS_NETS:
             raise ValueError(f"LPIPS backbone must be one of {', '.join(LPIPS_NETS)}, got {net!r}")
+        path = None if random_backbone else lpips_backbone_path(net, weights)
+        if path is None and not random_backbone:  # checked before building the network (seconds on a CPU)
+            import torchvision.models
+
+            url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
+            raise FileNotFoundError(
+                f"the LPIPS {net} backbone weights were not found ({weights or 'metrics.lpips_weights not set'}; "
+                f"nor {Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]}): download "
+                f"{url} into torch hub's checkpoints folder or set metrics.lpips_weights=<file>"
+            )
         self.model = _LPIPS(pretrained=True, net=net, spatial=True, pnet_rand=True)
         self.net = net
-        if random_backbone:
-            self.weights = "random"
-        else:
-            path = lpips_backbone_path(net, weights)
-            if path is None:
-                import torchvision.models
-
-                url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
-                raise FileNotFoundError(
-                    f"the LPIPS {net} backbone weights were not found ({weights or 'metrics.lpips_weights not set'}; "
-                    f"nor {Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]}): download "
-                    f"{url} into torch hub's checkpoints folder or set metrics.lpips_weights=<file>"
-                )
+        self.weights = "random" if path is None else str(path)
+        if path is not None:
             state = torch.load(path, map_location="cpu", weights_only=True)
             # torchmetrics' slices hold torchvision's `features` modules under their index: sliceK.<i>.* <-> features.<i>.*
             mapped = {
                 name: state[f"features.{name.split('.', 1)[1]}"] for name in self.model.net.state_dict()
             }
             self.model.net.load_state_dict(mapped)
-            self.weights = str(path)
         self.model.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
 

@@ -1,0 +1,251 @@
+"""``videoedit bench``: the spec, the job configs (composed by Hydra as the runs see them), a real run of the
+synthetic suite on the tiny model (leaderboard values against metrics.json, cost relative to the reference),
+resume, and missing jobs."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT
+from videoedit.errors import ConfigError, InputError
+from videoedit.suites import load_suite
+from videoedit.suites.bench import config_groups, job_config, load_spec, parse_spec, prepare, split_overrides
+from videoedit.suites.leaderboard import build_leaderboard
+
+
+def test_the_spec_names_what_is_wrong():
+    base = {
+        "suite": "synthetic",
+        "backbones": {"sd": {"model": "tiny", "reference": "ddim"}},
+        "methods": {"videograin": {}},
+    }
+    spec = parse_spec(base)
+    assert spec.labels == ["videograin", "ddim"]  # the reference runs too
+    assert spec.is_reference("ddim") and not spec.is_reference("videograin")
+    assert spec.method("ddim").backbone == "sd"
+    with pytest.raises(ConfigError, match=r"bench spec: unknown keys \['method'\]"):
+        parse_spec({**base, "method": "x"})
+    with pytest.raises(
+        ConfigError, match=r"methods.videograin.backbone=wan is not one of the backbones \['sd'\]"
+    ):
+        parse_spec({**base, "methods": {"videograin": {"backbone": "wan"}}})
+    with pytest.raises(ConfigError, match=r"backbones.sd needs `model` \(a model config\) and `reference`"):
+        parse_spec({**base, "backbones": {"sd": {"model": "tiny"}}})
+    with pytest.raises(ConfigError, match=r"methods.videograin has unknown keys \['steps'\]"):
+        parse_spec({**base, "methods": {"videograin": {"steps": 2}}})
+    with pytest.raises(ConfigError, match=r"overrides must be a list of Hydra overrides"):
+        parse_spec({**base, "overrides": "data.num_frames=3"})
+    with pytest.raises(InputError, match=r"no bench spec 'nope': give a YAML file or one of .*synthetic"):
+        load_spec("nope")
+    assert load_spec("synthetic", ["max_clips=1"]).max_clips == 1
+
+
+def test_overrides_split_into_group_choices_and_values():
+    groups = config_groups()
+    assert {"model", "data", "method", "controlnet", "annotator"} <= groups
+    choices, values = split_overrides(
+        [
+            "controlnet=none",
+            "annotator=midas",
+            "method.batch_size=2",
+            "+data.conditions.depth=x.mp4",
+            "data.stride=[1]",
+        ],
+        groups,
+    )
+    assert choices == {"controlnet": "none", "annotator@_global_.annotator": "midas"}
+    assert values == {"method": {"batch_size": 2}, "data": {"conditions": {"depth": "x.mp4"}, "stride": [1]}}
+    with pytest.raises(ConfigError, match=r"Hydra settings go after `--`"):
+        split_overrides(["hydra/launcher=slurm"], groups)
+
+
+def test_job_configs_compose_with_the_right_precedence(tmp_path, compose):
+    spec = parse_spec(
+        {
+            "suite": "videograin",
+            "backbones": {
+                "sd": {
+                    "model": "tiny",
+                    "reference": "ddim",
+                    "overrides": ["data.num_frames=4", "controlnet=none"],
+                }
+            },
+            "methods": {"videograin": {"overrides": ["data.num_frames=5", "method.inject_step=3"]}},
+            "overrides": ["method.num_inference_steps=2"],
+            "sample_seeds": [0, 1],
+        }
+    )
+    suite = load_suite("videograin", tmp_path).select(clips=["class_car_posche"])
+    clip = suite.clips[0]
+    node = job_config(spec, "videograin", clip, config_groups())
+    # clip < backbone < method < every-job overrides
+    assert node["defaults"] == [
+        {"override /model": "tiny"},
+        {"override /data": "video"},
+        {"override /method": "videograin"},
+        {"override /controlnet": "none"},  # the backbone's choice wins over the clip's depth ...
+    ]  # ... and without a ControlNet the clip's annotator (zoe) has nothing to annotate for
+    assert node["data"]["num_frames"] == 5 and node["method"]["inject_step"] == 3
+    assert node["method"]["use_pnp"] is True  # the official VideoGrain settings of this clip
+    assert node["bench"]["clip"] == "class_car_posche" and node["bench"]["reference"] is False
+    spec.backbones["sd"].overrides = ["data.num_frames=4"]  # the clip's own ControlNet and annotator
+    official = job_config(spec, "videograin", clip, config_groups())["defaults"]
+    assert official[3:] == [{"override /controlnet": "depth"}, {"override /annotator@_global_.annotator": "zoe"}]
+    spec.backbones["sd"].overrides = ["data.num_frames=4", "controlnet=none"]
+    ddim = job_config(spec, "ddim", clip, config_groups())
+    assert "use_pnp" not in ddim.get("method", {}) and ddim["bench"]["reference"] is True
+    # what the run sees: Hydra composes the written file
+    bench = prepare(spec, tmp_path / "bench", check=False)
+    bench.suite = suite
+    bench.write_configs()
+    cfg = compose(
+        f"hydra.searchpath=[file://{bench.config_dir('videograin')}]", "+bench_clip=class_car_posche"
+    )
+    assert cfg.method._target_.endswith("VideoGrainMethod") and cfg.model.get("seed") is not None  # tiny
+    assert (
+        cfg.data.num_frames == 5 and cfg.method.num_inference_steps == 2 and list(cfg.sample_seeds) == [0, 1]
+    )
+    assert cfg.controlnet.condition_type is None and cfg.negative_prompt == "jittery"
+    assert cfg.prompts[0][1] == "A red porsche car" and cfg.cache_inversion is False
+    with pytest.raises(
+        Exception, match=r"bench_clip/class_wolf_wolf"
+    ):  # a clip of another bench is not there
+        compose(f"hydra.searchpath=[file://{bench.config_dir('videograin')}]", "+bench_clip=class_wolf_wolf")
+
+
+def test_a_suite_with_missing_files_stops_before_any_run(tmp_path):
+    spec = load_spec("synthetic", ["suite=tgve", f"suite_root={tmp_path}", "clips=[bmx-rider]"])
+    with pytest.raises(
+        InputError, match=r"LOVEU-TGVE-2023: 1 of 1 clips have missing files:\n  DAVIS_480p/bmx-rider"
+    ):
+        prepare(spec, tmp_path / "out")
+    spec = load_spec("synthetic", ["methods={sample_x: {}}"])
+    with pytest.raises(
+        ConfigError, match=r"bench: method 'sample_x' \(label sample_x\) has no configs/method/sample_x.yaml"
+    ):
+        prepare(spec, tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------ a real bench
+
+
+def _env(base: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "VIDEOEDIT_CACHE_ROOT": str(base / "cache"),
+        "VIDEOEDIT_OUTPUT_ROOT": str(base / "outputs"),
+    }
+
+
+def _bench(base: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "videoedit.cli",
+        "bench",
+        "--config",
+        "synthetic",
+        "--out",
+        str(base / "bench"),
+        *args,
+    ]
+    return subprocess.run(cmd, cwd=ROOT, env=_env(base), capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def synthetic_bench(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bench")
+    proc = _bench(base)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return base / "bench", proc.stdout
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_synthetic_bench_writes_a_leaderboard(synthetic_bench):
+    folder, out = synthetic_bench
+    assert "leaderboard: 2 methods, 8 edits, 0 missing jobs" in out
+    board = {r["method"]: r for r in _rows(folder / "leaderboard" / "leaderboard.csv")}
+    assert list(board) == ["videograin", "ddim"]  # the reference last
+    edits = _rows(folder / "leaderboard" / "edits.csv")
+    assert len(edits) == 8 and {(r["clip"], r["edit"]) for r in edits} == {
+        (c, e) for c in ("figures_a", "figures_b") for e in ("global", "layout")
+    }
+    for label in board:
+        runs = {
+            c: json.loads((folder / "runs" / label / c / "metrics.json").read_text())
+            for c in ("figures_a", "figures_b")
+        }
+        # every metric: the mean over the 4 edits of what the runs recorded
+        for key in ("warp_error", "motion_alignment"):
+            values = [m["quality"]["edits"][e][key] for m in runs.values() for e in m["quality"]["edits"]]
+            assert float(board[label][key]) == pytest.approx(sum(values) / 4, rel=1e-6), (label, key)
+        kept = [
+            m["quality"]["edits"]["edit1_seed0"]["psnr_preserved"] for m in runs.values()
+        ]  # layout edits only
+        assert float(board[label]["psnr_preserved"]) == pytest.approx(sum(kept) / 2, rel=1e-6)
+
+    # cost relative to plain sampling (the reference) on the same clip
+    def latency(m: dict) -> float:
+        return (m["timings_s"]["inversion"] + sum(e["seconds"] for e in m["edits"])) / len(m["edits"])
+
+    ratios = []
+    for clip in ("figures_a", "figures_b"):
+        method, ref = (
+            json.loads((folder / "runs" / x / clip / "metrics.json").read_text())
+            for x in ("videograin", "ddim")
+        )
+        ratios.append(latency(method) / latency(ref))
+    assert float(board["videograin"]["latency_rel"]) == pytest.approx(sum(ratios) / 2, rel=1e-6)
+    assert float(board["ddim"]["latency_rel"]) == 1.0 and float(board["ddim"]["memory_rel"]) == 1.0
+    assert float(board["videograin"]["peak_memory_gib"]) > 0
+    text = (folder / "leaderboard" / "leaderboard.md").read_text()
+    assert "| ddim (reference) | sd | 2 | 4 |" in text
+    # every metric is present or marked unavailable with its reason
+    assert "- `clip_t`: openai/clip-vit-large-patch14 is not in the local Hugging Face cache" in text
+    assert "- `pick_score`: yuvalkirstain/PickScore_v1 is not in the local Hugging Face cache" in text
+    assert "- `lpips_preserved`: the LPIPS alex backbone weights were not found" in text
+    assert "- `reconstruction_psnr`: not recorded by these runs" in text
+    assert "warp_error (↓)" in text and "motion_alignment (↑)" in text
+    assert (folder / "leaderboard" / "plots" / "metrics.png").stat().st_size > 10_000
+    assert (folder / "leaderboard" / "plots" / "cost.png").is_file()
+    recorded = OmegaConf.load(folder / "runs" / "videograin" / "figures_b" / "config.yaml")
+    assert (
+        recorded.bench.clip_id == "figures_b" and recorded.data.pan == 3.0 and recorded.data.num_frames == 3
+    )
+
+
+def test_resume_skips_finished_jobs_and_missing_jobs_are_named(synthetic_bench, tmp_path):
+    folder, _ = synthetic_bench
+    copy = tmp_path / "bench"
+    shutil.copytree(folder, copy)
+    before = (copy / "runs" / "ddim" / "figures_a" / "metrics.json").read_bytes()
+    proc = _bench(tmp_path, "--methods", "ddim")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Already complete, skipped") == 2
+    assert (copy / "runs" / "ddim" / "figures_a" / "metrics.json").read_bytes() == before
+    # a job killed before COMPLETE, a job never started
+    (copy / "runs" / "videograin" / "figures_a" / "COMPLETE").unlink()
+    shutil.rmtree(copy / "runs" / "videograin" / "figures_b")
+    board = build_leaderboard(copy)
+    assert board.missing == [
+        f"videograin on figures_a: started, not finished (see {copy}/runs/videograin/figures_a/run.log)",
+        "videograin on figures_b: not started",
+    ]
+    assert [s["method"] for s in board.summary] == ["ddim"]
+    assert "## Missing jobs (2)" in (copy / "leaderboard" / "leaderboard.md").read_text()
+    proc = _bench(tmp_path, "--leaderboard-only")
+    assert proc.returncode == 1 and "missing: videograin on figures_b: not started" in proc.stdout
