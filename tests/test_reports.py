@@ -76,7 +76,8 @@ def test_the_summary_averages_over_seeds(report):
 def test_markdown_plots_and_comparison(report):
     text = (report.out_dir / "report.md").read_text()
     assert "Swept: method.guidance_scale." in text
-    assert "| job | method.guidance_scale | method | edit | sample_seed | warp_error |" in text
+    assert "| job | method.guidance_scale | method | edit | sample_seed | motion_alignment | warp_error |" in text
+    assert "Units and directions: motion_alignment: -pixels, higher is better; warp_error: 8-bit levels, lower" in text
     assert "different settings" not in text  # every run's metrics were made with one setting
     assert "![method.guidance_scale](plots/method.guidance_scale.png)" in text
     with Image.open(report.files["plot:method.guidance_scale"]) as plot:
@@ -187,3 +188,107 @@ def test_comparison_grid_layout():
 def test_a_folder_without_runs(tmp_path):
     with pytest.raises(InputError, match="No finished run under"):
         collect_runs(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ issue 15 / 13
+
+
+def test_unfinished_jobs_of_a_sweep_are_named(sweep, tmp_path, caplog):
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep.folder, root)
+    (root / "1" / "COMPLETE").unlink()  # killed before the end
+    report = build_report(root, plots=False, grid=False)
+    assert report.missing == [f"job 1 (method.guidance_scale=7.5): started, not finished ({root / '1'})"]
+    assert "1 jobs of the sweep have no finished run" in caplog.text
+    shutil.rmtree(root / "1")
+    report = build_report(root, plots=False, grid=False)
+    assert report.missing == ["job 1 (method.guidance_scale=7.5): not started"]
+    text = (report.out_dir / "report.md").read_text()
+    assert "**Missing jobs (1)**: the sweep is not finished:" in text
+    assert "- job 1 (method.guidance_scale=7.5): not started" in text
+    assert build_report(sweep.folder, out=tmp_path / "full", plots=False, grid=False).missing == []
+
+
+def test_force_is_never_a_swept_parameter(tmp_path):
+    metrics = {"method": {"name": "ddim"}, "edits": [{"name": "edit0_seed0", "seed": 0}]}
+    records = [
+        RunRecord(
+            tmp_path / "0",
+            "0",
+            {"method.guidance_scale": "5", "force": "true", "progress_bar": "false"},
+            metrics,
+        ),
+        RunRecord(tmp_path / "1", "1", {"method.guidance_scale": "7.5", "force": "false"}, metrics),
+    ]
+    assert swept_keys(records) == ["method.guidance_scale"]
+    configs = [
+        RunRecord(tmp_path / n, n, {}, metrics, {"force": f, "seed": 1})
+        for n, f in (("a", True), ("b", False))
+    ]
+    assert swept_keys(configs) == []
+
+
+def test_seeds_of_a_deterministic_method_are_reported_as_such(sweep, tmp_path, caplog):
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep.folder, root)
+    for job in ("0", "1"):
+        path = root / job / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["method"]["seed_dependent"] = False
+        path.write_text(json.dumps(metrics))
+    report = build_report(root, plots=False, grid=False)
+    for setting in report.summary:  # two seeds per setting: repeats, not a spread
+        assert setting["n"] == 2 and setting["seed_dependent"] is False
+        assert setting["warp_error_std"] is None and setting["warp_error"] is not None
+    assert len(report.warnings) == 2
+    assert (
+        "the sweep varies the seed over 2 values, but the method records seed_dependent=false"
+        in report.warnings[0]
+    )
+    assert "seed_dependent=false" in caplog.text
+    assert (
+        "**Warning (seeds)**: method=ddim, method.guidance_scale=5: the sweep varies"
+        in (report.out_dir / "report.md").read_text()
+    )
+    # a seed-dependent method keeps its spread (the sweep as recorded)
+    assert all(
+        s.get("warp_error_std") is not None
+        for s in build_report(sweep.folder, out=tmp_path / "r", plots=False, grid=False).summary
+    )
+
+
+def test_every_plot_axis_says_which_way_is_better(report, monkeypatch, tmp_path):
+    import matplotlib.figure
+
+    from videoedit.reports import plot_metrics
+
+    labels: list[str] = []
+    original = matplotlib.figure.Figure.savefig
+
+    def capture(self, *args, **kwargs):
+        labels.extend(ax.get_ylabel() for ax in self.axes)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)
+    plot_metrics(report.summary, report.swept, tmp_path / "plots")
+    plot_metrics(report.summary, [], tmp_path / "bars")  # nothing numeric swept: bars
+    assert "warp error (8-bit levels; lower is better)" in labels
+    assert "background PSNR (dB; higher is better)" in labels
+    assert all(label.endswith(("lower is better)", "higher is better)")) for label in labels), labels
+
+
+def test_reconstruction_psnr_is_shown_when_runs_record_it(tmp_path):
+    metrics = {
+        "method": {"name": "ddim"},
+        "edits": [{"name": "edit0_seed0", "seed": 0}],
+        "quality": {"reconstruction": {"psnr": 31.5, "definition": "..."}, "edits": {}},
+    }
+    records = [
+        RunRecord(tmp_path / "0", "0", {"seed": "1"}, metrics),
+        RunRecord(tmp_path / "1", "1", {"seed": "2"}, {**metrics, "quality": {}}),
+    ]
+    rows = edit_rows(records, swept_keys(records))
+    assert [r["reconstruction_psnr"] for r in rows] == [31.5, None]
+    from videoedit.reports import summarize
+
+    assert summarize(rows, ["seed"])[0]["reconstruction_psnr"] == 31.5

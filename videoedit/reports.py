@@ -8,11 +8,16 @@ or any tree of runs): its ``metrics.json`` and, for sweeps, ``.hydra/overrides.y
   ``sample_seed``, the quality metrics (``metrics.json`` ``quality``) with the flow estimator and CLIP
   model they were computed with (a warning when runs mix settings), the run facts (timings, peak
   memory, frames, resolution);
-* ``summary.csv``: the mean and standard deviation over seeds of each setting (method x swept values);
-* ``report.md``: both tables in Markdown, plus the overrides shared by all jobs;
+* ``summary.csv``: the mean and standard deviation over seeds of each setting (method x swept values); a
+  method whose runs record ``method.seed_dependent: false`` (deterministic) gets no spread over seeds, and
+  a warning, when the sweep varies them;
+* ``report.md``: both tables in Markdown, the overrides shared by all jobs, the jobs of the sweep that have
+  no finished run (from its ``multirun.yaml``), units and directions of the metrics
+  (``videoedit.metrics.definitions``). Settings that cannot change a result (``force``, ``progress_bar``,
+  ``sweep_split``, ``cache_*``) are never swept parameters;
 * ``plots/<swept key>.png``: each metric against each numeric swept parameter, one line per method
-  (mean over seeds, error bars = standard deviation); ``plots/settings.png`` when nothing numeric is
-  swept;
+  (mean over seeds, error bars = standard deviation), each axis saying whether higher or lower is better;
+  ``plots/settings.png`` when nothing numeric is swept;
 * ``comparison.png`` (a few frames of source | run A | run B ..., labelled) and ``comparison.mp4``.
 
 ``videoedit compare RUN_A RUN_B ...`` builds the same grid/video from runs of separate commands (e.g. a
@@ -35,18 +40,32 @@ from omegaconf import OmegaConf
 
 from videoedit.errors import InputError
 from videoedit.io.atomic import atomic_path, write_text
+from videoedit.io.result_tree import RunDirectory
 from videoedit.io.video import read_video
 from videoedit.io.visualize import caption_bar, side_by_side
 from videoedit.io.writers import write_mp4
+from videoedit.metrics.definitions import METRICS, axis_label
 from videoedit.metrics.evaluate import SCALAR_METRICS, find_runs
 
 logger = logging.getLogger(__name__)
 
 SEED_KEYS = ("seed", "sample_seeds")  # swept keys that only repeat a setting: averaged over in summaries
+# keys that never change a result: not parameters of a sweep even when their values differ between jobs
+NOT_PARAMETERS = ("force", "progress_bar", "sweep_split", "cache_inversion", "cache_annotations")
 # quality.settings that make metrics comparable only when equal across the runs of a report
-METRIC_SETTINGS = ("flow", "clip_model", "occlusion_check", "max_psnr")
+METRIC_SETTINGS = (
+    "definitions",
+    "flow",
+    "clip_model",
+    "pickscore_model",
+    "lpips",
+    "background_protocol",
+    "occlusion_check",
+    "max_psnr",
+)
+RUN_METRICS = ("reconstruction_psnr",)  # one value per run (metrics.json quality.reconstruction.psnr)
 FACT_COLUMNS = ("edit_s", "inversion_s", "total_s", "cuda_peak_gib", "cpu_peak_gib")
-PLOT_METRICS = (*SCALAR_METRICS, "edit_s")
+PLOT_METRICS = (*SCALAR_METRICS, *RUN_METRICS, "edit_s")
 _GIB = 1024**3
 
 
@@ -115,15 +134,20 @@ def swept_keys(records: Sequence[RunRecord]) -> list[str]:
     """The parameters that differ between runs: Hydra overrides whose value differs, or (for runs
     without overrides, e.g. separate commands) the config keys that differ, ``paths.*`` left out."""
     if all(r.overrides for r in records):
-        keys = sorted({k for r in records for k in r.overrides})
+        keys = sorted({k for r in records for k in r.overrides if _is_parameter(k)})
         return [k for k in keys if len({r.overrides.get(k) for r in records}) > 1]
-    keys = sorted({k for r in records for k in r.config})
+    keys = sorted({k for r in records for k in r.config if _is_parameter(k)})
     differ = [
         k for k in keys if not k.startswith("paths.") and len({repr(r.config.get(k)) for r in records}) > 1
     ]
     if len({r.method for r in records}) > 1:  # method-specific keys only say "another method"
         differ = [k for k in differ if not k.startswith("method.") or all(k in r.config for r in records)]
     return differ
+
+
+def _is_parameter(key: str) -> bool:
+    """Whether a config key can change a result (``force``, ``progress_bar``, ``hydra.*``... cannot)."""
+    return key.split(".")[0] not in NOT_PARAMETERS and not key.startswith(("hydra.", "hydra/"))
 
 
 def _value(record: RunRecord, key: str) -> Any:
@@ -171,6 +195,12 @@ def edit_rows(records: Sequence[RunRecord], keys: Sequence[str]) -> list[dict[st
                 }
             )
             row.update({k: scores.get(k) for k in SCALAR_METRICS})
+            reconstruction = quality.get("reconstruction")
+            row["reconstruction_psnr"] = (
+                reconstruction.get("psnr") if isinstance(reconstruction, Mapping) else None
+            )
+            method = m.get("method")
+            row["seed_dependent"] = method.get("seed_dependent") if isinstance(method, Mapping) else None
             row["source_warp_error"] = (quality.get("source") or {}).get("warp_error")
             settings = quality.get("settings") or {}
             row["flow_backend"] = (settings.get("flow") or {}).get("backend")
@@ -208,8 +238,15 @@ def _drop_empty(rows: list[dict[str, Any]]) -> list[str]:
     return [c for c in columns if any(r.get(c) is not None for r in rows)]
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (over seeds) of each setting: method x swept non-seed values."""
+def summarize(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str], warnings: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Mean and standard deviation (over seeds) of each setting: method x swept non-seed values.
+
+    A setting whose runs vary the seed but record ``method.seed_dependent: false`` (a deterministic method:
+    the seed cannot change its result) gets no standard deviation (``seed_dependent: False``) and a
+    warning appended to ``warnings``, instead of a silent std of 0.
+    """
     group_keys = ["method", *[k for k in keys if k not in SEED_KEYS and k != "method"]]
     if len({r.get("prompt") for r in rows}) > 1:
         group_keys.append("prompt")
@@ -220,13 +257,73 @@ def summarize(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[di
     for values, members in groups.items():
         item: dict[str, Any] = dict(zip(group_keys, values))
         item["n"] = len(members)
-        for metric in (*SCALAR_METRICS, *FACT_COLUMNS):
+        seeds = sorted({(r.get("seed"), r.get("sample_seed")) for r in members}, key=repr)
+        deterministic = len(seeds) > 1 and all(r.get("seed_dependent") is False for r in members)
+        if deterministic:
+            item["seed_dependent"] = False
+            shown = ", ".join(f"{k}={v}" for k, v in item.items() if k not in ("n", "seed_dependent"))
+            message = (
+                f"{shown}: the sweep varies the seed over {len(seeds)} values, but the method records "
+                "seed_dependent=false (its result cannot depend on the seed): the runs are repeats, no "
+                "spread over seeds is reported"
+            )
+            logger.warning(message)
+            if warnings is not None:
+                warnings.append(message)
+        for metric in (*SCALAR_METRICS, *RUN_METRICS, *FACT_COLUMNS):
             data = [r[metric] for r in members if isinstance(r.get(metric), int | float)]
             if not data:
                 continue
             item[metric] = float(np.mean(data))
-            item[f"{metric}_std"] = float(np.std(data, ddof=1)) if len(data) > 1 else None
+            spread = len(data) > 1 and not deterministic
+            item[f"{metric}_std"] = float(np.std(data, ddof=1)) if spread else None
         out.append(item)
+    return out
+
+
+def expected_jobs(root: str | Path) -> list[dict[str, str]] | None:
+    """The jobs a Hydra sweep folder was launched with (each as parsed overrides), from its ``multirun.yaml``
+    and the basic sweeper's expansion (cartesian product, in Hydra's order); ``None`` when unknown (no
+    ``multirun.yaml``, or another sweeper)."""
+    path = Path(root) / "multirun.yaml"
+    if not path.is_file():
+        return None
+    hydra = OmegaConf.load(path).get("hydra") or {}
+    sweeper = str(OmegaConf.select(hydra, "sweeper._target_", default="") or "")
+    if not sweeper.endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(hydra, "sweeper.params", default=None) or {}
+    task = list(OmegaConf.select(hydra, "overrides.task", default=None) or [])
+    arguments = [f"{k}={v}" for k, v in params.items()] + [str(t) for t in task]
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(overrides, None)
+    return [parse_overrides(job) for batch in batches for job in batch]
+
+
+def missing_jobs(root: str | Path, records: Sequence[RunRecord]) -> list[str]:
+    """The jobs of a sweep without a finished run: ``"job <i> (<swept values>): not started"`` or
+    ``"...: started, not finished (<folder>)"``. Empty when the sweep's job list is unknown."""
+    jobs = expected_jobs(root)
+    if not jobs:
+        return []
+    finished = [r.overrides for r in records]
+    started: dict[str, Path] = {}
+    for path in sorted(Path(root).glob("*/.hydra/overrides.yaml")):
+        if not RunDirectory.is_complete(path.parent.parent):
+            lines = OmegaConf.to_container(OmegaConf.load(path))
+            started[json.dumps(parse_overrides(lines), sort_keys=True)] = path.parent.parent
+    varying = [k for k in dict.fromkeys(k for job in jobs for k in job) if len({j.get(k) for j in jobs}) > 1]
+    out = []
+    for number, job in enumerate(jobs):
+        if job in finished:
+            continue
+        label = " ".join(f"{k}={job.get(k)}" for k in varying if _is_parameter(k)) or "the only job"
+        folder = started.get(json.dumps(job, sort_keys=True))
+        state = f"started, not finished ({folder})" if folder else "not started"
+        out.append(f"job {number} ({label}): {state}")
     return out
 
 
@@ -296,7 +393,8 @@ def plot_metrics(summary: Sequence[Mapping[str, Any]], keys: Sequence[str], out_
                     label=label,
                 )
             ax.set_xlabel(x_key)
-            ax.set_title(metric)
+            ax.set_ylabel(axis_label(metric), fontsize=8)
+            ax.set_title(METRICS[metric].label if metric in METRICS else metric)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
@@ -315,7 +413,8 @@ def plot_metrics(summary: Sequence[Mapping[str, Any]], keys: Sequence[str], out_
             errors = [s.get(f"{metric}_std") or 0.0 for s in summary]
             ax.bar(range(len(summary)), values, yerr=errors, capsize=3)
             ax.set_xticks(range(len(summary)), labels, rotation=30, ha="right", fontsize=7)
-            ax.set_title(metric)
+            ax.set_ylabel(axis_label(metric), fontsize=8)
+            ax.set_title(METRICS[metric].label if metric in METRICS else metric)
         fig.tight_layout()
         path = out_dir / "settings.png"
         with atomic_path(path) as tmp:
@@ -436,6 +535,14 @@ class Report:
     summary: list[dict[str, Any]]
     swept: list[str]
     files: dict[str, Path]
+    missing: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def units_legend(columns: Sequence[str]) -> str:
+    """``"warp_error: 8-bit levels, lower is better; ..."`` for the metric columns shown (the registry's words)."""
+    parts = [f"{k}: {METRICS[k].unit}, {METRICS[k].direction}" for k in columns if k in METRICS]
+    return "Units and directions: " + "; ".join(parts) + ". Definitions: docs/metrics.md." if parts else ""
 
 
 def build_report(
@@ -463,8 +570,12 @@ def build_report(
     keys = swept_keys(records)
     rows = edit_rows(records, keys)
     columns = _drop_empty(rows)
-    summary = summarize(rows, keys)
+    warnings: list[str] = []
+    summary = summarize(rows, keys, warnings)
     summary_columns = _drop_empty(summary)
+    missing = missing_jobs(root, records)
+    if missing:
+        logger.warning("%d jobs of the sweep have no finished run: %s", len(missing), "; ".join(missing))
     files = {
         "runs_csv": write_csv(out_dir / "runs.csv", rows, columns),
         "summary_csv": write_csv(out_dir / "summary.csv", summary, summary_columns),
@@ -477,7 +588,9 @@ def build_report(
             "; ".join(f"{k}: {', '.join(v)}" for k, v in mixed.items()),
             root,
         )
-    common = sorted({f"{k}={v}" for r in records for k, v in r.overrides.items() if k not in keys})
+    common = sorted(
+        {f"{k}={v}" for r in records for k, v in r.overrides.items() if k not in keys and _is_parameter(k)}
+    )
     main_columns = [c for c in columns if c not in ("prompt", "device", "inversion_cache")]
     summary_shown = [c for c in summary_columns if not c.endswith("_std") or c[:-4] in SCALAR_METRICS]
     text = [
@@ -497,9 +610,18 @@ def build_report(
             if mixed
             else []
         ),
-        "Units: warp_error in 8-bit levels (lower = steadier), warp_mse x10^-3, clip_t/clip_f cosine, "
-        "psnr_preserved dB / ssim_preserved outside the edited regions (higher = better kept), times in s, "
-        "memory in GiB. Details: videoedit/metrics/.",
+        *(
+            [
+                f"**Missing jobs ({len(missing)})**: the sweep is not finished:",
+                "",
+                *[f"- {m}" for m in missing],
+                "",
+            ]
+            if missing
+            else []
+        ),
+        *[line for w in warnings for line in (f"**Warning (seeds)**: {w}.", "")],
+        units_legend(columns) + " Times in s, memory in GiB.",
         "",
         "## Per edit",
         "",
@@ -531,4 +653,4 @@ def build_report(
         except (InputError, ValueError) as err:
             logger.warning("no comparison grid: %s", err)
     files["markdown"] = write_text(out_dir / "report.md", "\n".join(text))
-    return Report(out_dir, rows, summary, keys, files)
+    return Report(out_dir, rows, summary, keys, files, missing, warnings)

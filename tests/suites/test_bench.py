@@ -97,7 +97,10 @@ def test_job_configs_compose_with_the_right_precedence(tmp_path, compose):
     assert node["bench"]["clip"] == "class_car_posche" and node["bench"]["reference"] is False
     spec.backbones["sd"].overrides = ["data.num_frames=4"]  # the clip's own ControlNet and annotator
     official = job_config(spec, "videograin", clip, config_groups())["defaults"]
-    assert official[3:] == [{"override /controlnet": "depth"}, {"override /annotator@_global_.annotator": "zoe"}]
+    assert official[3:] == [
+        {"override /controlnet": "depth"},
+        {"override /annotator@_global_.annotator": "zoe"},
+    ]
     spec.backbones["sd"].overrides = ["data.num_frames=4", "controlnet=none"]
     ddim = job_config(spec, "ddim", clip, config_groups())
     assert "use_pnp" not in ddim.get("method", {}) and ddim["bench"]["reference"] is True
@@ -249,3 +252,75 @@ def test_resume_skips_finished_jobs_and_missing_jobs_are_named(synthetic_bench, 
     assert "## Missing jobs (2)" in (copy / "leaderboard" / "leaderboard.md").read_text()
     proc = _bench(tmp_path, "--leaderboard-only")
     assert proc.returncode == 1 and "missing: videograin on figures_b: not started" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["synthetic", "tgve", "v2vbench", "five", "videograin"])
+def test_the_shipped_specs_name_existing_methods_and_models(name, tmp_path):
+    from videoedit.config import CONFIG_DIR
+
+    spec = load_spec(name)
+    for label in spec.labels:
+        assert (CONFIG_DIR / "method" / f"{spec.method(label).method}.yaml").is_file(), label
+    for backbone in spec.backbones.values():
+        assert (CONFIG_DIR / "model" / f"{backbone.model}.yaml").is_file()
+        assert backbone.reference in spec.labels
+
+
+def test_a_failed_jobs_error_is_quoted_in_the_missing_list(tmp_path):
+    from videoedit.suites.leaderboard import collect, job_errors
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "videograin.log").write_text(
+        "[2026-12-02 07:19:40,272][HYDRA] \t#0 : +bench_clip=DAVIS_480p__bmx-rider\n"
+        "error: Method 'videograin' needs region masks but the data has none: set data.masks_dir.\n"
+        "[2026-12-02 07:19:41,272][HYDRA] \t#1 : +bench_clip=DAVIS_480p__judo\n"
+    )
+    assert job_errors(tmp_path, "videograin") == {
+        "DAVIS_480p__bmx-rider": "Method 'videograin' needs region masks but the data has none: set data.masks_dir."
+    }
+    for clip in ("DAVIS_480p__bmx-rider", "DAVIS_480p__judo"):
+        path = tmp_path / "configs" / "videograin" / "bench_clip" / f"{clip}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"bench: {{clip_id: {clip.replace('__', '/')}}}\n")
+    (tmp_path / "runs" / "videograin" / "DAVIS_480p__bmx-rider").mkdir(parents=True)
+    runs, missing = collect(tmp_path)
+    assert runs == [] and missing == [
+        f"videograin on DAVIS_480p/bmx-rider: started, not finished (see {tmp_path}/runs/videograin/"
+        "DAVIS_480p__bmx-rider/run.log): error: Method 'videograin' needs region masks but the data has none: "
+        "set data.masks_dir.",
+        "videograin on DAVIS_480p/judo: not started",
+    ]
+
+
+def test_a_tgve_clip_from_the_users_files(shared_data, tmp_path):
+    """The TGVE path end to end on the tiny model: a DAVIS sequence stands in for the downloaded bmx-rider frames."""
+    frames = tmp_path / "tgve" / "DAVIS_480p" / "480p_frames"
+    frames.mkdir(parents=True)
+    (frames / "bmx-rider").symlink_to(shared_data / "davis2016" / "JPEGImages" / "blackswan")
+    proc = _bench(
+        tmp_path,
+        "--suite",
+        "tgve",
+        "--suite-root",
+        str(tmp_path / "tgve"),
+        "--clips",
+        "bmx-rider",
+        "--edits",
+        "style,object",
+        "--methods",
+        "ddim",
+        "--set",
+        "backbones.sd.overrides=[data.num_frames=3,data.resize.height=64,data.resize.width=64,controlnet=none]",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _rows(tmp_path / "bench" / "leaderboard" / "edits.csv")
+    assert [(r["clip"], r["edit"], r["prompt"]) for r in rows] == [
+        ("DAVIS_480p/bmx-rider", "style", "A person does a trick on a BMX bike at a skatepark, grayscale."),
+        ("DAVIS_480p/bmx-rider", "object", "A person does a trick on a unicycle at a skatepark."),
+    ]
+    recorded = OmegaConf.load(tmp_path / "bench" / "runs" / "ddim" / "DAVIS_480p__bmx-rider" / "config.yaml")
+    assert (
+        recorded.data.prompt == "A person does a trick on a BMX bike at a skatepark."
+    )  # the inversion prompt
+    assert recorded.controlnet.condition_type is None and recorded.data.num_frames == 3

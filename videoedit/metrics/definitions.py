@@ -262,3 +262,18 @@ def axis_label(key: str) -> str:
     """The plot axis label of ``key``: its label, unit and direction; the bare key when it is not a metric."""
     found = METRICS.get(key)
     return found.axis_label() if found else key
+
+
+def definitions_markdown() -> str:
+    """The metrics table of ``docs/metrics.md`` (``python -m videoedit.metrics.definitions`` prints it; a test
+    checks the docs hold exactly this table)."""
+    lines = ["| key | metric | definition | source | unit | direction |", "|---|---|---|---|---|---|"]
+    for key in (*EDIT_METRICS, *RUN_METRICS, *COST_METRICS, "edit_s"):
+        m = METRICS[key]
+        cells = [f"`{key}`", m.label, m.definition, m.source, m.unit, m.direction]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(definitions_markdown())

@@ -74,15 +74,36 @@ class BenchRun:
         return float(value) if isinstance(value, int | float) else None
 
 
+_JOB = re.compile(r"#\d+ : .*\+bench_clip=(\S+)")
+
+
+def job_errors(bench_dir: Path, label: str) -> dict[str, str]:
+    """``{clip: the last "error: ..." line its job printed}`` from ``<bench>/logs/<label>.log``."""
+    path = bench_dir / "logs" / f"{label}.log"
+    if not path.is_file():
+        return {}
+    errors: dict[str, str] = {}
+    clip = None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _JOB.search(line)
+        if match:
+            clip = match.group(1)
+        elif clip is not None and line.startswith("error: "):
+            errors[clip] = line[len("error: ") :].strip()
+    return errors
+
+
 def collect(bench_dir: str | Path) -> tuple[list[BenchRun], list[str]]:
     """The finished runs under ``<bench_dir>/runs`` and, for every job config without a finished run, why.
 
     Returns:
         ``(runs, missing)``; ``missing`` entries read ``"<label> on <clip>: not started"`` or
-        ``"<label> on <clip>: started, not finished (see <dir>/run.log)"``.
+        ``"<label> on <clip>: started, not finished (see <dir>/run.log)"``, followed by the job's error when
+        the bench's log holds one (``: error: ...``).
     """
     bench_dir = Path(bench_dir)
     runs, missing = [], []
+    errors: dict[str, dict[str, str]] = {}
     for config in sorted((bench_dir / "configs").glob("*/bench_clip/*.yaml")):
         label, clip = config.parent.parent.name, config.stem
         job = bench_dir / "runs" / label / clip
@@ -95,10 +116,12 @@ def collect(bench_dir: str | Path) -> tuple[list[BenchRun], list[str]]:
             recorded = OmegaConf.to_container(OmegaConf.load(job / "config.yaml"), resolve=False)
             metrics = json.loads((job / "metrics.json").read_text(encoding="utf-8"))
             runs.append(BenchRun(job, dict(recorded.get("bench") or {}), metrics))
-        elif job.is_dir():
-            missing.append(f"{label} on {clip_id}: started, not finished (see {job / 'run.log'})")
         else:
-            missing.append(f"{label} on {clip_id}: not started")
+            if label not in errors:
+                errors[label] = job_errors(bench_dir, label)
+            error = errors[label].get(clip)
+            state = f"started, not finished (see {job / 'run.log'})" if job.is_dir() else "not started"
+            missing.append(f"{label} on {clip_id}: {state}" + (f": error: {error}" if error else ""))
     return runs, missing
 
 
