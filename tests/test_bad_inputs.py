@@ -113,8 +113,8 @@ CASES = [
     case("controlnet-without-maps", ["+experiment=instance_edit", "~annotator"], ConfigError, r"needs 'openpose' maps: configure an annotator", shared=True),
     case("raft-without-weights", ["metrics.flow_backend=raft", "metrics.raft_weights={tmp}/raft.pth"], ConfigError, r"metrics\.flow_backend=raft but no RAFT-large weights"),
     case("metrics-flow-backend", ["metrics.flow_backend=farneback"], ConfigError, r"metrics\.flow_backend( must be one of|='farneback' is not one of 'dis', 'raft', 'auto')"),
-    case("clip-model-folder-missing", ["metrics.clip_model={tmp}/nowhere"], ConfigError, r"metrics\.clip_model=.*nowhere: no CLIP model folder"),
-    case("clip-model-not-cached", ["metrics.clip_model=owner/no-clip"], ConfigError, r"owner/no-clip is not in the local Hugging Face cache"),
+    case("clip-model-folder-missing", ["metrics.clip_model={tmp}/nowhere"], ConfigError, r"metrics\.clip_model=.*nowhere: no model folder at"),
+    case("background-protocol", ["metrics.background_protocol=five"], ConfigError, r"metrics\.background_protocol( must be one of|='five' is not one of 'outside', 'pie_bench')"),
     case("unknown-method-target", ["method._target_=videoedit.methods.nope.NopeMethod"], ConfigError, r"Could not build the method .*videoedit\.methods\.nope\.NopeMethod"),
 ]  # fmt: skip
 

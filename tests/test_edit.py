@@ -177,6 +177,8 @@ def test_clip_model_auto_never_fails_before_the_models(compose, tmp_path):
     base = ["+experiment=instance_edit", "data=two_figures", "model=sd15"]  # sd15: no weights here
     with pytest.raises(ModelLoadError, match="stable-diffusion-v1-5"):
         edit(compose(*base, "metrics.clip_model=auto"), tmp_path / "run")
+    with pytest.raises(ModelLoadError, match="stable-diffusion-v1-5"):  # a hub id not cached: recorded, later
+        edit(compose(*base, "metrics.clip_model=owner/no-clip"), tmp_path / "run")
 
 
 def test_the_annotator_fails_before_masks_are_built_from_prompts(compose, tmp_path, monkeypatch):

@@ -129,6 +129,11 @@ class Evaluator:
         hf_cache_dir: str | None = None,
     ) -> None:
         self.enabled = enabled
+        if (
+            isinstance(clip_model, str) and clip_model.strip().lower() == "auto"
+        ):  # before the registry: any cached CLIP
+            logger.info("metrics.clip_model=auto now means the published model, %s", DEFAULT_CLIP_MODEL)
+            clip_model = DEFAULT_CLIP_MODEL
         self.clip_model = clip_model
         self.pickscore_model = pickscore_model
         self.pickscore_processor = pickscore_processor
