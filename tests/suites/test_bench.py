@@ -124,6 +124,10 @@ def test_job_configs_compose_with_the_right_precedence(tmp_path, compose):
 
 
 def test_a_suite_with_missing_files_stops_before_any_run(tmp_path):
+    with pytest.raises(
+        InputError, match=r"the tgve suite runs on your downloaded copy of its videos: give its folder"
+    ):
+        prepare(load_spec("tgve"), tmp_path / "out")
     spec = load_spec("synthetic", ["suite=tgve", f"suite_root={tmp_path}", "clips=[bmx-rider]"])
     with pytest.raises(
         InputError, match=r"LOVEU-TGVE-2023: 1 of 1 clips have missing files:\n  DAVIS_480p/bmx-rider"

@@ -397,6 +397,11 @@ def prepare(spec: BenchSpec, out: str | Path, check: bool = True) -> Bench:
         SuiteDataError: the suite's files are missing (each named).
         ConfigError: a method or model config that does not exist.
     """
+    if spec.suite in ("tgve", "v2vbench", "five") and not spec.suite_root:
+        raise InputError(
+            f"the {spec.suite} suite runs on your downloaded copy of its videos: give its folder "
+            "(--suite-root <folder>; docs/metrics.md says where to get it)"
+        )
     suite = load_suite(spec.suite, spec.suite_root, **spec.suite_options).select(
         spec.clips, spec.edits, spec.max_clips
     )
