@@ -76,8 +76,14 @@ def test_the_summary_averages_over_seeds(report):
 def test_markdown_plots_and_comparison(report):
     text = (report.out_dir / "report.md").read_text()
     assert "Swept: method.guidance_scale." in text
-    assert "| job | method.guidance_scale | method | edit | sample_seed | motion_alignment | warp_error |" in text
-    assert "Units and directions: motion_alignment: -pixels, higher is better; warp_error: 8-bit levels, lower" in text
+    assert (
+        "| job | method.guidance_scale | method | edit | sample_seed | motion_alignment | warp_error |"
+        in text
+    )
+    assert (
+        "Units and directions: motion_alignment: -pixels, higher is better; warp_error: 8-bit levels, lower"
+        in text
+    )
     assert "different settings" not in text  # every run's metrics were made with one setting
     assert "![method.guidance_scale](plots/method.guidance_scale.png)" in text
     with Image.open(report.files["plot:method.guidance_scale"]) as plot:
