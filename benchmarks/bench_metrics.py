@@ -51,10 +51,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--models", action="store_true", help="CLIP-L, PickScore-H, LPIPS, RAFT (random)")
+    parser.add_argument("--models", action="store_true", help="all of --raft --clip --pickscore --lpips")
+    for name in ("raft", "clip", "pickscore", "lpips"):
+        parser.add_argument(f"--{name}", action="store_true", help=f"time {name} (random weights)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.models:
+        args.raft = args.clip = args.pickscore = args.lpips = True
 
     source_video = TwoFiguresClip(num_frames=args.frames, height=args.size, width=args.size).load()
     source = source_video.frames_uint8()
@@ -81,7 +85,7 @@ def main() -> None:
     with timed(results, "psnr_ssim_preserved_s"):
         preservation(source, edit, masks, source_video.regions, local_prompts)
     clip = pick = lpips = None
-    if args.models:
+    if args.raft:
         with tempfile.TemporaryDirectory() as tmp:
             from torchvision.models.optical_flow import raft_large
 
@@ -95,6 +99,7 @@ def main() -> None:
         with timed(results, "motion_alignment_raft_s"):
             motion_alignment(edit, raft_flows, raft)
             sync()
+    if args.clip:
         clip = random_clip(
             {
                 "hidden_size": 1024,
@@ -115,6 +120,7 @@ def main() -> None:
         with timed(results, "clip_vit_l14_scores_s"):
             clip_scores(edit, prompt, clip)
             sync()
+    if args.pickscore:
         pick = random_clip(
             {
                 "hidden_size": 1280,
@@ -135,6 +141,7 @@ def main() -> None:
         with timed(results, "pickscore_vit_h14_s"):
             pick_score(edit, prompt, pick)
             sync()
+    if args.lpips:
         lpips = LPIPS("alex", device=args.device, random_backbone=True)
         with timed(results, "psnr_ssim_lpips_preserved_s"):
             preservation(source, edit, masks, source_video.regions, local_prompts, lpips=lpips)
@@ -150,7 +157,8 @@ def main() -> None:
         results["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
     results["load_average_after"] = os.getloadavg()
     results["torch_threads"] = torch.get_num_threads()
-    name = f"metrics_{args.frames}x{args.size}_{'models' if args.models else 'nomodels'}_{args.device.split(':')[0]}.json"
+    models = "_".join(n for n in ("raft", "clip", "pickscore", "lpips") if getattr(args, n)) or "nomodels"
+    name = f"metrics_{args.frames}x{args.size}_{models}_{args.device.split(':')[0]}.json"
     save(results, args.out or Path("outputs") / "benchmarks" / name)  # --out benchmarks/results/... to record
 
 
