@@ -199,7 +199,7 @@ def test_a_folder_without_runs(tmp_path):
 # ------------------------------------------------------------------------------------------ issue 15 / 13
 
 
-def test_unfinished_jobs_of_a_sweep_are_named(sweep, tmp_path, caplog):
+def test_unfinished_jobs_of_a_sweep_are_named(sweep, tmp_path, caplog, capsys):
     root = tmp_path / "sweep"
     shutil.copytree(sweep.folder, root)
     (root / "1" / "COMPLETE").unlink()  # killed before the end
@@ -213,6 +213,8 @@ def test_unfinished_jobs_of_a_sweep_are_named(sweep, tmp_path, caplog):
     assert "**Missing jobs (1)**: the sweep is not finished:" in text
     assert "- job 1 (method.guidance_scale=7.5): not started" in text
     assert build_report(sweep.folder, out=tmp_path / "full", plots=False, grid=False).missing == []
+    assert cli(["report", str(root), "--no-plots", "--no-grid"]) == 0
+    assert "  missing: job 1 (method.guidance_scale=7.5): not started" in capsys.readouterr().out
 
 
 def test_force_is_never_a_swept_parameter(tmp_path):

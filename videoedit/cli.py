@@ -103,6 +103,10 @@ def _report(args: argparse.Namespace) -> int:
     print(f"{len(report.rows)} edits from {args.sweep_dir}; swept: {', '.join(report.swept) or 'nothing'}")
     for name, path in report.files.items():
         print(f"  {name}: {path}")
+    for line in report.missing:  # jobs of the sweep without a finished run
+        print(f"  missing: {line}")
+    for line in report.warnings:
+        print(f"  warning: {line}")
     return 0
 
 
