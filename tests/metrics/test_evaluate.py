@@ -145,3 +145,14 @@ def test_a_metric_that_cannot_be_computed_records_why():
     assert evaluate_edits({"enabled": False}, frames, {"e": frames}, listing, None, []) == {
         "skipped": "disabled (metrics.enabled=false)"
     }
+
+
+def test_recomputing_keeps_the_runs_reconstruction_psnr(sweep, tmp_path):
+    job = tmp_path / "job"
+    shutil.copytree(sweep.folder / "0", job)
+    metrics = json.loads((job / "metrics.json").read_text())
+    metrics["quality"]["reconstruction"] = {"psnr": 31.5, "definition": "d"}
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    quality = evaluate_run(job, Evaluator(clip_model=None, pickscore_model=None, lpips_net=None))
+    assert quality["reconstruction"] == {"psnr": 31.5, "definition": "d"}
+    assert json.loads((job / "metrics.json").read_text())["quality"]["reconstruction"]["psnr"] == 31.5

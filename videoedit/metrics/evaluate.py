@@ -540,11 +540,17 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 def evaluate_run(run_dir: str | Path, evaluator: Evaluator, write: bool = True) -> dict[str, Any]:
     """Compute the quality metrics of a finished run folder; with ``write``, merge them into its
-    ``metrics.json`` under ``"quality"`` (replacing earlier ones). Returns the ``quality`` dict."""
+    ``metrics.json`` under ``"quality"`` (replacing earlier ones, but keeping the run's
+    ``quality.reconstruction``: it needs the inversion, not the result tree). Returns the ``quality`` dict."""
     contents = read_run(run_dir)
     quality = evaluator.evaluate(
         contents["source"], contents["edits"], contents["listing"], contents["masks"], contents["regions"]
     )
+    recorded = contents["metrics"].get("quality")
+    if (
+        isinstance(recorded, Mapping) and "reconstruction" in recorded
+    ):  # computed by the run, not from the tree
+        quality["reconstruction"] = recorded["reconstruction"]
     if write:
         metrics = contents["metrics"]
         metrics["quality"] = quality
