@@ -16,28 +16,59 @@ from omegaconf import OmegaConf
 from tests.conftest import ROOT
 from videoedit.errors import ConfigError, InputError
 from videoedit.suites import load_suite
-from videoedit.suites.bench import config_groups, job_config, load_spec, parse_spec, prepare, split_overrides
+from videoedit.suites.bench import (
+    check_methods,
+    config_groups,
+    job_config,
+    load_spec,
+    parse_spec,
+    prepare,
+    split_overrides,
+)
 from videoedit.suites.leaderboard import build_leaderboard
 
 
 def test_the_spec_names_what_is_wrong():
     base = {
         "suite": "synthetic",
-        "backbones": {"sd": {"model": "tiny", "reference": "ddim"}},
+        "backbones": {
+            "sd": {"model": "tiny", "reference": "sample"},
+            "wan": {
+                "model": "wan_tiny",
+                "reference": "sample",
+                "reference_overrides": ["method.guidance_scale=5"],
+            },
+        },
         "methods": {"videograin": {}},
     }
     spec = parse_spec(base)
-    assert spec.labels == ["videograin", "ddim"]  # the reference runs too
-    assert spec.is_reference("ddim") and not spec.is_reference("videograin")
-    assert spec.method("ddim").backbone == "sd"
+    assert spec.labels == ["videograin", "sample-sd"]  # the reference of each backbone used runs too
+    assert spec.is_reference("sample-sd") and not spec.is_reference("videograin")
+    assert spec.method("sample-sd").method == "sample" and spec.method("sample-sd").backbone == "sd"
+    both = parse_spec({**base, "methods": {"videograin": {}, "flowedit": {"backbone": "wan"}}})
+    assert both.labels == ["videograin", "flowedit", "sample-sd", "sample-wan"]
+    assert both.method("sample-wan").overrides == ["method.guidance_scale=5"]
+    with pytest.raises(
+        ConfigError, match=r"methods.sample-sd: the label is taken by a backbone's reference runs"
+    ):
+        parse_spec({**base, "methods": {"sample-sd": {}}})
+    with pytest.raises(ConfigError, match=r"backbones.sd has unknown keys \['steps'\]"):
+        parse_spec({**base, "backbones": {"sd": {"model": "tiny", "reference": "sample", "steps": 2}}})
     with pytest.raises(ConfigError, match=r"bench spec: unknown keys \['method'\]"):
         parse_spec({**base, "method": "x"})
     with pytest.raises(
-        ConfigError, match=r"methods.videograin.backbone=wan is not one of the backbones \['sd'\]"
+        ConfigError, match=r"methods.videograin.backbone=xl is not one of the backbones \['sd', 'wan'\]"
     ):
-        parse_spec({**base, "methods": {"videograin": {"backbone": "wan"}}})
+        parse_spec({**base, "methods": {"videograin": {"backbone": "xl"}}})
     with pytest.raises(ConfigError, match=r"backbones.sd needs `model` \(a model config\) and `reference`"):
         parse_spec({**base, "backbones": {"sd": {"model": "tiny"}}})
+    # a method on a backbone family it does not support stops the bench before any job
+    with pytest.raises(
+        ConfigError,
+        match=r"bench: method videograin \(label videograin\) does not run on backbones.wan \(model wan_tiny, "
+        r"family 'wan'\): it runs on sd",
+    ):
+        prepare(parse_spec({**base, "methods": {"videograin": {"backbone": "wan"}}}), "/nowhere")
     with pytest.raises(ConfigError, match=r"methods.videograin has unknown keys \['steps'\]"):
         parse_spec({**base, "methods": {"videograin": {"steps": 2}}})
     with pytest.raises(ConfigError, match=r"overrides must be a list of Hydra overrides"):
@@ -73,7 +104,7 @@ def test_job_configs_compose_with_the_right_precedence(tmp_path, compose):
             "backbones": {
                 "sd": {
                     "model": "tiny",
-                    "reference": "ddim",
+                    "reference": "sample",
                     "overrides": ["data.num_frames=4", "controlnet=none"],
                 }
             },
@@ -102,8 +133,9 @@ def test_job_configs_compose_with_the_right_precedence(tmp_path, compose):
         {"override /annotator@_global_.annotator": "zoe"},
     ]
     spec.backbones["sd"].overrides = ["data.num_frames=4", "controlnet=none"]
-    ddim = job_config(spec, "ddim", clip, config_groups())
-    assert "use_pnp" not in ddim.get("method", {}) and ddim["bench"]["reference"] is True
+    ref = job_config(spec, "sample-sd", clip, config_groups())
+    assert "use_pnp" not in ref.get("method", {}) and ref["bench"]["reference"] is True
+    assert {"override /method": "sample"} in ref["defaults"] and ref["bench"]["label"] == "sample-sd"
     # what the run sees: Hydra composes the written file
     bench = prepare(spec, tmp_path / "bench", check=False)
     bench.suite = suite
@@ -184,66 +216,67 @@ def _rows(path: Path) -> list[dict]:
 
 def test_the_synthetic_bench_writes_a_leaderboard(synthetic_bench):
     folder, out = synthetic_bench
-    assert "leaderboard: 2 methods, 8 edits, 0 missing jobs" in out
+    assert "leaderboard: 4 methods, 16 edits, 0 missing jobs" in out
     board = {r["method"]: r for r in _rows(folder / "leaderboard" / "leaderboard.csv")}
-    assert list(board) == ["videograin", "ddim"]  # the reference last
+    assert list(board) == ["flowedit", "videograin", "sample-sd", "sample-wan"]  # the references last
+    assert [board[k]["backbone"] for k in board] == ["wan", "sd", "sd", "wan"]
     edits = _rows(folder / "leaderboard" / "edits.csv")
-    assert len(edits) == 8 and {(r["clip"], r["edit"]) for r in edits} == {
+    assert len(edits) == 16 and {(r["clip"], r["edit"]) for r in edits} == {
         (c, e) for c in ("figures_a", "figures_b") for e in ("global", "layout")
     }
+
+    def metrics(label: str, clip: str) -> dict:
+        return json.loads((folder / "runs" / label / clip / "metrics.json").read_text())
+
+    clips = ("figures_a", "figures_b")
     for label in board:
-        runs = {
-            c: json.loads((folder / "runs" / label / c / "metrics.json").read_text())
-            for c in ("figures_a", "figures_b")
-        }
+        runs = [metrics(label, c) for c in clips]
         # every metric: the mean over the 4 edits of what the runs recorded
         for key in ("warp_error", "motion_alignment"):
-            values = [m["quality"]["edits"][e][key] for m in runs.values() for e in m["quality"]["edits"]]
+            values = [m["quality"]["edits"][e][key] for m in runs for e in m["quality"]["edits"]]
             assert float(board[label][key]) == pytest.approx(sum(values) / 4, rel=1e-6), (label, key)
-        kept = [
-            m["quality"]["edits"]["edit1_seed0"]["psnr_preserved"] for m in runs.values()
-        ]  # layout edits only
+        kept = [m["quality"]["edits"]["edit1_seed0"]["psnr_preserved"] for m in runs]  # layout edits only
         assert float(board[label]["psnr_preserved"]) == pytest.approx(sum(kept) / 2, rel=1e-6)
+    # the reconstruction check of the editors (plain sampling has none)
+    psnr = [metrics("videograin", c)["quality"]["reconstruction"]["psnr"] for c in clips]
+    assert float(board["videograin"]["reconstruction_psnr"]) == pytest.approx(sum(psnr) / 2, rel=1e-6)
+    assert board["sample-sd"]["reconstruction_psnr"] == ""
 
-    # cost relative to plain sampling (the reference) on the same clip
+    # cost relative to plain sampling of the same backbone on the same clip
     def latency(m: dict) -> float:
         return (m["timings_s"]["inversion"] + sum(e["seconds"] for e in m["edits"])) / len(m["edits"])
 
-    ratios = []
-    for clip in ("figures_a", "figures_b"):
-        method, ref = (
-            json.loads((folder / "runs" / x / clip / "metrics.json").read_text())
-            for x in ("videograin", "ddim")
-        )
-        ratios.append(latency(method) / latency(ref))
-    assert float(board["videograin"]["latency_rel"]) == pytest.approx(sum(ratios) / 2, rel=1e-6)
-    assert float(board["ddim"]["latency_rel"]) == 1.0 and float(board["ddim"]["memory_rel"]) == 1.0
-    assert float(board["videograin"]["peak_memory_gib"]) > 0
+    for label, ref in (("videograin", "sample-sd"), ("flowedit", "sample-wan")):
+        ratios = [latency(metrics(label, c)) / latency(metrics(ref, c)) for c in clips]
+        assert float(board[label]["latency_rel"]) == pytest.approx(sum(ratios) / 2, rel=1e-6), label
+        assert float(board[ref]["latency_rel"]) == 1.0 and float(board[ref]["memory_rel"]) == 1.0
+        assert float(board[label]["peak_memory_gib"]) > 0
     text = (folder / "leaderboard" / "leaderboard.md").read_text()
-    assert "| ddim (reference) | sd | 2 | 4 |" in text
+    assert "| sample-sd (reference) | sd | 2 | 4 |" in text and "| flowedit | wan | 2 | 4 |" in text
     # every metric is present or marked unavailable with its reason
     assert "- `clip_t`: openai/clip-vit-large-patch14 is not in the local Hugging Face cache" in text
     assert "- `pick_score`: yuvalkirstain/PickScore_v1 is not in the local Hugging Face cache" in text
     assert "- `lpips_preserved`: the LPIPS alex backbone weights were not found" in text
-    assert "- `reconstruction_psnr`: not recorded by these runs" in text
-    assert "warp_error (↓)" in text and "motion_alignment (↑)" in text
+    assert "warp_error (↓)" in text and "motion_alignment (↑)" in text and "reconstruction_psnr (↑)" in text
     assert (folder / "leaderboard" / "plots" / "metrics.png").stat().st_size > 10_000
     assert (folder / "leaderboard" / "plots" / "cost.png").is_file()
-    recorded = OmegaConf.load(folder / "runs" / "videograin" / "figures_b" / "config.yaml")
+    recorded = OmegaConf.load(folder / "runs" / "flowedit" / "figures_b" / "config.yaml")
     assert (
-        recorded.bench.clip_id == "figures_b" and recorded.data.pan == 3.0 and recorded.data.num_frames == 3
+        recorded.bench.clip_id == "figures_b" and recorded.data.pan == 3.0 and recorded.data.num_frames == 5
     )
+    reference = OmegaConf.load(folder / "runs" / "sample-wan" / "figures_b" / "config.yaml")
+    assert reference.method.guidance_scale == 5.0 and reference.method.num_inference_steps == 2
 
 
 def test_resume_skips_finished_jobs_and_missing_jobs_are_named(synthetic_bench, tmp_path):
     folder, _ = synthetic_bench
     copy = tmp_path / "bench"
     shutil.copytree(folder, copy)
-    before = (copy / "runs" / "ddim" / "figures_a" / "metrics.json").read_bytes()
-    proc = _bench(tmp_path, "--methods", "ddim")
+    before = (copy / "runs" / "flowedit" / "figures_a" / "metrics.json").read_bytes()
+    proc = _bench(tmp_path, "--methods", "flowedit")  # flowedit and its reference, sample-wan
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("Already complete, skipped") == 2
-    assert (copy / "runs" / "ddim" / "figures_a" / "metrics.json").read_bytes() == before
+    assert proc.stdout.count("Already complete, skipped") == 4
+    assert (copy / "runs" / "flowedit" / "figures_a" / "metrics.json").read_bytes() == before
     # a job killed before COMPLETE, a job never started
     (copy / "runs" / "videograin" / "figures_a" / "COMPLETE").unlink()
     shutil.rmtree(copy / "runs" / "videograin" / "figures_b")
@@ -252,7 +285,7 @@ def test_resume_skips_finished_jobs_and_missing_jobs_are_named(synthetic_bench, 
         f"videograin on figures_a: started, not finished (see {copy}/runs/videograin/figures_a/run.log)",
         "videograin on figures_b: not started",
     ]
-    assert [s["method"] for s in board.summary] == ["ddim"]
+    assert [s["method"] for s in board.summary] == ["flowedit", "sample-sd", "sample-wan"]
     assert "## Missing jobs (2)" in (copy / "leaderboard" / "leaderboard.md").read_text()
     proc = _bench(tmp_path, "--leaderboard-only")
     assert proc.returncode == 1 and "missing: videograin on figures_b: not started" in proc.stdout
@@ -265,9 +298,10 @@ def test_the_shipped_specs_name_existing_methods_and_models(name, tmp_path):
     spec = load_spec(name)
     for label in spec.labels:
         assert (CONFIG_DIR / "method" / f"{spec.method(label).method}.yaml").is_file(), label
-    for backbone in spec.backbones.values():
+    for key, backbone in spec.backbones.items():
         assert (CONFIG_DIR / "model" / f"{backbone.model}.yaml").is_file()
-        assert backbone.reference in spec.labels
+        assert backbone.reference == "sample" and spec.reference_label(key) in spec.labels
+    check_methods(spec)  # every method runs on its backbone's family
 
 
 def test_a_failed_jobs_error_is_quoted_in_the_missing_list(tmp_path):
@@ -312,13 +346,15 @@ def test_a_tgve_clip_from_the_users_files(shared_data, tmp_path):
         "bmx-rider",
         "--edits",
         "style,object",
+        "--set",
+        "methods.ddim={}",  # a plain-prompt editor on the SD backbone (VideoGrain needs masks)
         "--methods",
         "ddim",
         "--set",
         "backbones.sd.overrides=[data.num_frames=3,data.resize.height=64,data.resize.width=64,controlnet=none]",
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = _rows(tmp_path / "bench" / "leaderboard" / "edits.csv")
+    rows = [r for r in _rows(tmp_path / "bench" / "leaderboard" / "edits.csv") if r["method"] == "ddim"]
     assert [(r["clip"], r["edit"], r["prompt"]) for r in rows] == [
         ("DAVIS_480p/bmx-rider", "style", "A person does a trick on a BMX bike at a skatepark, grayscale."),
         ("DAVIS_480p/bmx-rider", "object", "A person does a trick on a unicycle at a skatepark."),
@@ -328,3 +364,5 @@ def test_a_tgve_clip_from_the_users_files(shared_data, tmp_path):
         recorded.data.prompt == "A person does a trick on a BMX bike at a skatepark."
     )  # the inversion prompt
     assert recorded.controlnet.condition_type is None and recorded.data.num_frames == 3
+    board = {r["method"]: r for r in _rows(tmp_path / "bench" / "leaderboard" / "leaderboard.csv")}
+    assert list(board) == ["ddim", "sample-sd"] and float(board["sample-sd"]["latency_rel"]) == 1.0

@@ -177,8 +177,10 @@ METRICS: dict[str, MetricDefinition] = {
         MetricDefinition(
             "reconstruction_psnr",
             "reconstruction PSNR",
-            "PSNR (8-bit peak) between the source frames and the frames decoded from the inversion "
-            "regenerated with the source prompt, mean over frames (identical = max_psnr)",
+            "10 log10(255^2 / MSE) between the source frames and the method's reconstruction of them, the MSE "
+            "pooled over every pixel of the clip (identical = 100 dB); the reconstruction is the inversion "
+            "regenerated with the source prompt, or the VAE round trip for inversion-free methods, as recorded "
+            "in quality.reconstruction.definition",
             "the first check of an inversion-based edit (TokenFlow issues 12 and 14)",
             "dB",
             True,

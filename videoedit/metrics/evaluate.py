@@ -108,6 +108,8 @@ class Evaluator:
         device: ``auto`` (the run's device) or a torch device for the metric models.
         flow_cache_dir: folder caching the source flows (keyed by frames + estimator), or ``null``.
         hf_cache_dir: the Hugging Face cache searched for hub ids (default: the usual one).
+        reconstruction: write the reconstruction of the source and its PSNR (``quality.reconstruction``; computed
+            by ``edit()`` from the method's prepared source, not here).
     """
 
     def __init__(
@@ -127,8 +129,10 @@ class Evaluator:
         device: str = "auto",
         flow_cache_dir: str | None = None,
         hf_cache_dir: str | None = None,
+        reconstruction: bool = True,
     ) -> None:
         self.enabled = enabled
+        self.reconstruction = reconstruction
         if (
             isinstance(clip_model, str) and clip_model.strip().lower() == "auto"
         ):  # before the registry: any cached CLIP

@@ -4,11 +4,12 @@ A bench is described by a spec (``configs/bench/<name>.yaml`` or any YAML file; 
 
     suite: synthetic                  # tgve | v2vbench | five | videograin | synthetic
     suite_root: null                  # the downloaded dataset folder (tgve, v2vbench, five)
-    backbones:                        # per backbone: its model config, its plain-sampling reference method,
-      sd: {model: tiny, reference: ddim, overrides: [data.height=64]}   # and the data sizes it can take
+    backbones:                        # per backbone family: its model config, its plain-sampling reference
+      sd: {model: tiny, reference: sample, overrides: [data.height=64]}   # method, the data sizes it takes
+      wan: {model: wan_tiny, reference: sample, overrides: [data.num_frames=5], reference_overrides: []}
     methods:                          # label -> the method config and its backbone, plus its own overrides
-      ddim: {}
       videograin: {overrides: [method.chunk_budget_mb=64]}
+      flowedit: {backbone: wan, overrides: [method.n_max=2]}
     overrides: [method.num_inference_steps=2]   # every job
 
 For each method label the bench writes one Hydra config per clip (``<out>/configs/<label>/bench_clip/<clip>.yaml``:
@@ -21,8 +22,11 @@ the clip's data config group and keys, its prompts, the backbone's model, the me
 so every launcher works (``hydra/launcher=slurm ...`` after ``--``), and running the same bench again into
 the same ``--out`` skips finished jobs (``videoedit/sweeps.py``: same config = skipped, a changed config is an
 error unless ``force=true``). Precedence of settings: the clip < the backbone < the method < ``overrides``.
-The reference method of each backbone runs on every clip too: the leaderboard divides each method's latency
-and peak memory by the reference's on the same clip (``videoedit/suites/leaderboard.py``).
+The reference method of each backbone used (plain sampling, ``method=sample``) runs on every clip too, as the
+label ``<reference>-<backbone>`` (``sample-sd``, ``sample-wan``) with the backbone's ``reference_overrides``:
+the leaderboard divides each method's latency and peak memory by the reference's on the same clip
+(``videoedit/suites/leaderboard.py``). Each method must run on its backbone's family (the method class's
+``backbones``, the model class's ``family``): a wrong pair stops the bench before any job.
 Inversions are not cached across methods by default (``cache_inversion: false``): each method pays for its own.
 """
 
@@ -64,14 +68,17 @@ class BackboneSpec:
     """One backbone family of a bench.
 
     Attributes:
-        model: its model config (``configs/model/<model>.yaml``: ``sd15``, ``tiny``...).
-        reference: the method whose cost is the unit of this backbone's relative cost (plain sampling).
+        model: its model config (``configs/model/<model>.yaml``: ``sd15``, ``tiny``, ``wan_tiny``...).
+        reference: the method config whose cost is the unit of this backbone's relative cost (``sample``:
+            plain sampling with the same steps on the same clip); it runs as the label ``<reference>-<name>``.
         overrides: Hydra-style overrides for every job on this backbone (e.g. the frame sizes it takes).
+        reference_overrides: overrides for the reference's jobs only (e.g. Wan's own guidance scale).
     """
 
     model: str
     reference: str
     overrides: list[str] = field(default_factory=list)
+    reference_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -108,28 +115,27 @@ class BenchSpec:
     overrides: list[str] = field(default_factory=list)
     cache_inversion: bool = False
 
+    def reference_label(self, backbone: str) -> str:
+        """The label of ``backbone``'s reference runs: ``<reference method>-<backbone>`` (``sample-sd``)."""
+        return f"{self.backbones[backbone].reference}-{backbone}"
+
     @property
     def labels(self) -> list[str]:
-        """Every method label to run: the methods, then each used backbone's reference when not among them."""
-        labels = list(self.methods)
-        for backbone in dict.fromkeys(m.backbone for m in self.methods.values()):
-            ref = self.backbones[backbone].reference
-            if ref not in labels:
-                labels.append(ref)
-        return labels
+        """Every method label to run: the methods, then the reference of each backbone they use."""
+        used = dict.fromkeys(m.backbone for m in self.methods.values())
+        return [*self.methods, *(self.reference_label(b) for b in used)]
 
     def method(self, label: str) -> MethodSpec:
-        """The spec of ``label`` (a reference method not listed in ``methods`` runs with no overrides)."""
+        """The spec of ``label`` (a reference label runs the backbone's reference with its reference_overrides)."""
         if label in self.methods:
             return self.methods[label]
         for name, backbone in self.backbones.items():
-            if backbone.reference == label:
-                return MethodSpec(label, label, name)
+            if label == self.reference_label(name):
+                return MethodSpec(label, backbone.reference, name, list(backbone.reference_overrides))
         raise KeyError(label)
 
     def is_reference(self, label: str) -> bool:
-        spec = self.method(label)
-        return self.backbones[spec.backbone].reference == label
+        return label not in self.methods and label in {self.reference_label(b) for b in self.backbones}
 
 
 def _as_list(value: Any, what: str) -> list[str]:
@@ -173,10 +179,16 @@ def parse_spec(node: Mapping[str, Any], name: str = "bench") -> BenchSpec:
             raise ConfigError(
                 f"bench spec: backbones.{key} needs `model` (a model config) and `reference` (a method)"
             )
+        extra = sorted(set(value) - {"model", "reference", "overrides", "reference_overrides"})
+        if extra:
+            raise ConfigError(
+                f"bench spec: backbones.{key} has unknown keys {extra} (model, reference, overrides, reference_overrides)"
+            )
         backbones[str(key)] = BackboneSpec(
             str(value["model"]),
             str(value["reference"]),
             _as_list(value.get("overrides"), f"backbones.{key}.overrides"),
+            _as_list(value.get("reference_overrides"), f"backbones.{key}.reference_overrides"),
         )
     if not backbones:
         raise ConfigError("bench spec: `backbones` is empty: give e.g. {sd: {model: sd15, reference: ddim}}")
@@ -192,6 +204,10 @@ def parse_spec(node: Mapping[str, Any], name: str = "bench") -> BenchSpec:
         if backbone not in backbones:
             raise ConfigError(
                 f"bench spec: methods.{label}.backbone={backbone} is not one of the backbones {sorted(backbones)}"
+            )
+        if any(str(label) == f"{b.reference}-{name}" for name, b in backbones.items()):
+            raise ConfigError(
+                f"bench spec: methods.{label}: the label is taken by a backbone's reference runs"
             )
         methods[str(label)] = MethodSpec(
             str(label),
@@ -390,23 +406,13 @@ def entry_command() -> list[str]:
     return [sys.executable, "-m", "videoedit.cli", "run"]
 
 
-def prepare(spec: BenchSpec, out: str | Path, check: bool = True) -> Bench:
-    """Load and select the suite, check its files and the spec's methods/models exist (no model is loaded).
+def check_methods(spec: BenchSpec) -> None:
+    """Every method and model config of the spec exists, and each method runs on its backbone's family (the
+    method class's ``backbones``, the model class's ``family``); nothing is loaded.
 
     Raises:
-        SuiteDataError: the suite's files are missing (each named).
-        ConfigError: a method or model config that does not exist.
+        ConfigError: naming the label, the config and what to change.
     """
-    if spec.suite in ("tgve", "v2vbench", "five") and not spec.suite_root:
-        raise InputError(
-            f"the {spec.suite} suite runs on your downloaded copy of its videos: give its folder "
-            "(--suite-root <folder>; docs/metrics.md says where to get it)"
-        )
-    suite = load_suite(spec.suite, spec.suite_root, **spec.suite_options).select(
-        spec.clips, spec.edits, spec.max_clips
-    )
-    if not suite.clips:
-        raise InputError(f"the {suite.title} selection is empty: check clips/edits/max_clips")
     for label in spec.labels:
         method = spec.method(label)
         if not (CONFIG_DIR / "method" / f"{method.method}.yaml").is_file():
@@ -418,9 +424,64 @@ def prepare(spec: BenchSpec, out: str | Path, check: bool = True) -> Bench:
             raise ConfigError(
                 f"bench: backbones.{name}.model={backbone.model} has no configs/model/{backbone.model}.yaml"
             )
+    for label in spec.labels:
+        method = spec.method(label)
+        model = spec.backbones[method.backbone].model
+        family = _config_class_attr("model", model, "family")
+        supported = _config_class_attr("method", method.method, "backbones")
+        if family and supported is not None and family not in tuple(supported):
+            raise ConfigError(
+                f"bench: method {method.method} (label {label}) does not run on backbones.{method.backbone} "
+                f"(model {model}, family '{family}'): it runs on {', '.join(supported)}. Give it another "
+                "`backbone:` in the spec."
+            )
+
+
+def prepare(spec: BenchSpec, out: str | Path, check: bool = True) -> Bench:
+    """Load and select the suite, check its files, that the spec's methods/models exist and that each method
+    runs on its backbone's family (no model is loaded).
+
+    Raises:
+        SuiteDataError: the suite's files are missing (each named).
+        ConfigError: a method or model config that does not exist; a method on a family it does not support.
+    """
+    if spec.suite in ("tgve", "v2vbench", "five") and not spec.suite_root:
+        raise InputError(
+            f"the {spec.suite} suite runs on your downloaded copy of its videos: give its folder "
+            "(--suite-root <folder>; docs/metrics.md says where to get it)"
+        )
+    suite = load_suite(spec.suite, spec.suite_root, **spec.suite_options).select(
+        spec.clips, spec.edits, spec.max_clips
+    )
+    if not suite.clips:
+        raise InputError(f"the {suite.title} selection is empty: check clips/edits/max_clips")
+    check_methods(spec)
     if check:
         suite.check()
     return Bench(spec, suite, Path(out), config_groups())
+
+
+def _config_class_attr(group: str, name: str, attr: str) -> Any:
+    """``attr`` of the class a config's ``_target_`` names (``model/tiny.yaml`` -> ``family``), following the
+    config's defaults list (``flowedit_layout`` extends ``flowedit``); ``None`` when it cannot be found."""
+    from hydra.utils import get_class
+
+    path = CONFIG_DIR / group / f"{name}.yaml"
+    seen = set()
+    while path.is_file() and path not in seen:
+        seen.add(path)
+        node = OmegaConf.load(path)
+        target = node.get("_target_")
+        if target:
+            try:
+                return getattr(get_class(str(target)), attr, None)
+            except Exception:  # a target that does not import is reported by the run itself
+                return None
+        parents = [d for d in (node.get("defaults") or []) if isinstance(d, str) and d != "_self_"]
+        if not parents:
+            return None
+        path = CONFIG_DIR / group / f"{parents[0]}.yaml"
+    return None
 
 
 def default_out(spec: BenchSpec) -> Path:
