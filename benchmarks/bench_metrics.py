@@ -7,8 +7,8 @@ The source is the generated two-figures clip; the "edit" is the source with nois
 not matter, only the time). ``--models`` builds the metric models with random weights in their published
 shapes (no download; the cost is that of the real models): CLIP ViT-L/14 (CLIP-T, frame consistencies),
 a ViT-H/14 CLIP (PickScore's shape), LPIPS with an AlexNet backbone and RAFT-large (warp error, motion
-alignment). Without it: DIS flow, PSNR/SSIM only. Results go to ``outputs/benchmarks/`` (untracked) unless
-``--out benchmarks/results/<file>.json`` records them.
+alignment). Without them: DIS flow, PSNR/SSIM only (``--lpips`` adds LPIPS). ``--record`` writes into
+``benchmarks/results/`` (tracked), otherwise ``benchmarks/runs/``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mib, save, timed
+from common import add_record_argument, machine, peak_rss_mib, result_path, save, timed
 
 from videoedit.data.synthetic import TwoFiguresClip
 from videoedit.metrics.clip_score import ClipScorer, clip_scores, pick_score
@@ -56,6 +56,7 @@ def main() -> None:
         parser.add_argument(f"--{name}", action="store_true", help=f"time {name} (random weights)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None)
+    add_record_argument(parser)
     args = parser.parse_args()
     if args.models:
         args.raft = args.clip = args.pickscore = args.lpips = True
@@ -157,9 +158,11 @@ def main() -> None:
         results["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
     results["load_average_after"] = os.getloadavg()
     results["torch_threads"] = torch.get_num_threads()
-    models = "_".join(n for n in ("raft", "clip", "pickscore", "lpips") if getattr(args, n)) or "nomodels"
-    name = f"metrics_{args.frames}x{args.size}_{models}_{args.device.split(':')[0]}.json"
-    save(results, args.out or Path("outputs") / "benchmarks" / name)  # --out benchmarks/results/... to record
+    heavy = [n for n in ("raft", "clip", "pickscore") if getattr(args, n)]  # model-based, meant for a GPU
+    suffix = "".join(f"_{n}" for n in heavy) + (
+        "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
+    )
+    save(results, result_path(f"metrics_{args.frames}x{args.size}{suffix}.json", args.record, args.out))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ For each method label the bench writes one Hydra config per clip (``<out>/config
 the clip's data config group and keys, its prompts, the backbone's model, the method, the overrides and a
 ``bench`` block naming suite, clip, method and edits) and runs one multirun over them::
 
-    <python> run.py -m hydra.searchpath=[file://<out>/configs/<label>] +bench_clip=<clip 1>,<clip 2>,... \\
+    <python> -m videoedit.run -m hydra.searchpath=[file://<out>/configs/<label>] +bench_clip=<clip 1>,<clip 2>,... \\
         hydra.sweep.dir=<out>/runs/<label> hydra.sweep.subdir=${bench.clip} [your Hydra args]
 
 so every launcher works (``hydra/launcher=slurm ...`` after ``--``), and running the same bench again into
@@ -399,11 +399,9 @@ class Bench:
 
 
 def entry_command() -> list[str]:
-    """How to start a Hydra run: the checkout's ``run.py``, else ``python -m videoedit.cli run`` (installed)."""
-    run_py = CONFIG_DIR.parent / "run.py"
-    if run_py.is_file():
-        return [sys.executable, str(run_py)]
-    return [sys.executable, "-m", "videoedit.cli", "run"]
+    """How a bench starts a Hydra run: ``python -m videoedit.run`` (the entry point behind ``run.py`` and
+    ``videoedit run``), with this interpreter: works from a checkout and from an installed wheel."""
+    return [sys.executable, "-m", "videoedit.run"]
 
 
 def check_methods(spec: BenchSpec) -> None:
