@@ -416,6 +416,7 @@ def grouped_attention(
 
 
 def _own_and_bank(
+    items: slice,
     key: torch.Tensor,
     value: torch.Tensor,
     mask: torch.Tensor,
@@ -424,7 +425,11 @@ def _own_and_bank(
     value_bank: torch.Tensor | None,
     bank_valid: torch.Tensor | None,
 ) -> list[KeyGroup]:
-    """Own keys (unbiased) and the bank's (``-lambda * (1 - M)``, empty slots off)."""
+    """Own keys (unbiased) and the bank's (``-lambda * (1 - M)``, empty slots off), for the batch ``items``."""
+    key, value, mask = key[items], value[items], mask[items]
+    key_bank, value_bank, bank_valid = (
+        None if t is None else t[items] for t in (key_bank, value_bank, bank_valid)
+    )
     groups = [KeyGroup(key, value)]
     if key_bank is not None and key_bank.shape[2]:
         if bank_valid is None:
@@ -476,15 +481,7 @@ def window_reuse_attention(
     out = []
     for s in range(0, b, step):
         sl = slice(s, s + step)
-        groups = _own_and_bank(
-            key[sl],
-            value[sl],
-            mask[sl],
-            bias_scale,
-            None if key_bank is None else key_bank[sl],
-            None if value_bank is None else value_bank[sl],
-            None if bank_valid is None else bank_valid[sl],
-        )
+        groups = _own_and_bank(sl, key, value, mask, bias_scale, key_bank, value_bank, bank_valid)
         if key_prev is None:
             out.append(grouped_attention(query[sl], groups, scale)[0])
             continue
@@ -533,15 +530,7 @@ def blend_reuse_attention(
     out = []
     for s in range(0, b, step):
         sl = slice(s, s + step)
-        groups = _own_and_bank(
-            key[sl],
-            value[sl],
-            mask[sl],
-            bias_scale,
-            None if key_bank is None else key_bank[sl],
-            None if value_bank is None else value_bank[sl],
-            None if bank_valid is None else bank_valid[sl],
-        )
+        groups = _own_and_bank(sl, key, value, mask, bias_scale, key_bank, value_bank, bank_valid)
         attended = grouped_attention(query[sl], groups, scale)[0]
         if value_prev_warped is None:
             out.append(attended)
