@@ -27,6 +27,17 @@ time) from the two flows between them, the keyframe's colour model and a local c
    ``anchor_min_confidence``, the local colour model is re-anchored on the new frame; otherwise it stays
    on the last confident frame, so a leak cannot teach the local model that the background is the
    object.
+5. **Trusted foreground** (``trusted_anchor``, default on). A confident step can still have crept a few
+   pixels into similar background at the boundary, and re-anchoring on it teaches the local model that
+   this background is the object, which lets the next step creep further: on a long clip the leak
+   accumulates (DAVIS dance-twirl, 139 frames: the dress's mask grows into the dark-clad spectators
+   behind the dancer). The tracker therefore keeps a *trusted* subset of the mask: the keyframe mask,
+   carried by the same occlusion-aware warp (trusted where the warped trusted set is > 0.5 and the shape
+   prior is > 0.5) and intersected with each new mask. Pixels that join the mask through colour
+   evidence beyond the warped prior (boundary creep, disocclusions) are foreground but never trusted.
+   Re-anchoring counts only trusted pixels as foreground and the pixels outside the mask as background;
+   untrusted foreground is counted in neither class. No parameter; ``trusted_anchor=False`` re-anchors
+   on the whole mask (the behaviour before 2026-12's leak control).
 
 All parameters scale with the frame's short side (their defaults are stated at 480 lines). Costs at
 854x480 on one CPU thread: ``benchmarks/bench_mask_propagation.py``.
@@ -134,6 +145,8 @@ class LocalColorModel:
             keyframe's; it fills cells with few pixels of a class).
         prior_bg: the same for the background.
         prior_count: pseudo-count of the blend.
+        background: ``(H, W)`` bool background pixels (``None``: every pixel outside ``mask``); pixels in
+            neither ``mask`` nor ``background`` are not counted.
     """
 
     def __init__(
@@ -146,6 +159,7 @@ class LocalColorModel:
         prior_fg: np.ndarray,
         prior_bg: np.ndarray,
         prior_count: float = 20.0,
+        background: np.ndarray | None = None,
     ) -> None:
         height, width = index.shape
         self.cell = cell
@@ -156,6 +170,8 @@ class LocalColorModel:
         keys = cell_id * k + index
         total = np.bincount(keys.ravel(), minlength=gh * gw * k)
         fg = np.bincount(keys[mask], minlength=gh * gw * k)
+        if background is not None:
+            total = fg + np.bincount(keys[background & ~mask], minlength=gh * gw * k)
         window = (2 * radius + 1, 2 * radius + 1)
         fg_counts = fg.reshape(gh, gw, k).astype(np.float32)
         bg_counts = (total - fg).reshape(gh, gw, k).astype(np.float32)
@@ -241,6 +257,7 @@ class AdaptiveParams:
     cell_radius: int = 3
     splat_close: int = 2
     anchor_min_confidence: float = 0.9
+    trusted_anchor: bool = True
 
 
 class AdaptiveMaskStep:
@@ -269,6 +286,7 @@ class AdaptiveMaskStep:
         )
         self.palette = Palette(image, mask, params.palette_size) if params.local_weight > 0 else None
         self.mask = np.asarray(mask, dtype=bool)
+        self.trusted = self.mask.copy()  # the keyframe mask carried by the warp (step 5)
         self.probability = self.mask.astype(np.float32)
         self.confidence = 1.0
         if self.palette is not None:
@@ -276,11 +294,20 @@ class AdaptiveMaskStep:
             self.key_fg, self.key_bg = self.palette.histograms(index, self.mask)
             self.local = self._local_model(index, self.mask)
 
-    def _local_model(self, index: np.ndarray, mask: np.ndarray) -> LocalColorModel:
+    def _local_model(
+        self, index: np.ndarray, mask: np.ndarray, background: np.ndarray | None = None
+    ) -> LocalColorModel:
         assert self.palette is not None
         cell = max(2, round(self.p.cell * self.scale))
         return LocalColorModel(
-            index, mask, self.palette.size, cell, self.p.cell_radius, self.key_fg, self.key_bg
+            index,
+            mask,
+            self.palette.size,
+            cell,
+            self.p.cell_radius,
+            self.key_fg,
+            self.key_bg,
+            background=background,
         )
 
     def __call__(self, image: np.ndarray, flow_to_prev: np.ndarray, flow_from_prev: np.ndarray) -> np.ndarray:
@@ -330,7 +357,15 @@ class AdaptiveMaskStep:
         mask = posterior > 0.5
         union = np.logical_or(mask, warped > 0.5).sum()
         self.confidence = float(np.logical_and(mask, warped > 0.5).sum() / union) if union else 1.0
+        if p.trusted_anchor:
+            carried = cv2.remap(
+                self.trusted.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            self.trusted = (carried > 0.5) & (shape > 0.5) & mask
         if index is not None and self.confidence >= p.anchor_min_confidence:
-            self.local = self._local_model(index, mask)
+            if p.trusted_anchor:
+                self.local = self._local_model(index, self.trusted, ~mask)
+            else:
+                self.local = self._local_model(index, mask)
         self.mask, self.probability = mask, np.clip(posterior, 0.0, 1.0)
         return mask

@@ -8,8 +8,9 @@ frame to frame along the optical flow (RAFT when its weights exist, OpenCV DIS o
   warped with the flow ``t -> t-1`` and intersected with its forward splat (no label dragged into
   revealed background), disocclusions near the boundary found by a forward-backward check and given a
   background-leaning prior, colour evidence from the keyframe's histograms mixed with local per-cell
-  histograms (re-anchored on confident frames: the leak control against similar background), a guided
-  filter snapping the boundary to image edges. Flows at 240 lines by default (``flow_scale``);
+  histograms (re-anchored on confident frames, on the foreground carried from the keyframe only: the
+  leak control against similar background), a guided filter snapping the boundary to image edges.
+  Flows at 240 lines by default (``flow_scale``);
 * ``refine="color"`` (the default before 2026-12): the mask of frame ``t-1`` backward-warped, then a
   Bayesian update near the warped boundary with the keyframe's colour model: the warped mask, blurred
   by ``prior_sigma``, is the prior, the ratio of the keyframe's foreground/background RGB histograms
@@ -134,6 +135,10 @@ class FlowMaskPropagator:
         palette_size: ``adaptive``: colours of the local model's palette.
         anchor_min_confidence: ``adaptive``: the local colour model is re-anchored on a frame only when
             the step's confidence (IoU of the new mask with the warped prior) reaches this.
+        trusted_anchor: ``adaptive``: re-anchor the local model on the *trusted* foreground only (the
+            keyframe mask carried by the warp; pixels that joined through colour are not taught as
+            object: the leak control of :mod:`annotators.mask_refine`, step 5); ``False``: on the whole
+            mask (the behaviour before it).
         fusion_decay: per-frame decay of a keyframe's weight in ``confidence`` fusion.
     """
 
@@ -157,6 +162,7 @@ class FlowMaskPropagator:
         smooth_radius: int = 4,
         palette_size: int = 32,
         anchor_min_confidence: float = 0.9,
+        trusted_anchor: bool = True,
         fusion_decay: float = 0.9,
     ) -> None:
         if refine not in ("adaptive", "color", "threshold"):
@@ -194,6 +200,7 @@ class FlowMaskPropagator:
             smooth_radius=int(smooth_radius),
             palette_size=int(palette_size),
             anchor_min_confidence=float(anchor_min_confidence),
+            trusted_anchor=bool(trusted_anchor),
         )
         self.flow_cache = FlowCache(flow_cache_root) if flow_cache_root else None
 

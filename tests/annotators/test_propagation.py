@@ -157,6 +157,39 @@ def test_adaptive_holds_back_a_leak_into_a_same_coloured_background_band():
     assert _ious(adaptive, masks).min() > 0.8
 
 
+def test_trusted_anchoring_stops_the_creep_into_a_background_of_the_objects_second_colour():
+    # a red object whose right edge is a dark-blue part, touching a dark-blue background region (the
+    # dancer's dress against dark-clad spectators). The frame stands still (zero flow): every step the
+    # boundary may creep a little into the dark blue, which is an object colour.
+    height, width = 240, 320
+    rng = np.random.default_rng(0)
+    img = np.zeros((height, width, 3), np.uint8)
+    img[...] = (60, 160, 90)
+    img[80:160, 60:140] = (220, 40, 40)
+    img[80:160, 120:140] = (30, 40, 110)  # the object's dark-blue part
+    img[80:160, 140:180] = (30, 40, 110)  # the background region of that colour, touching it
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((height, width), bool)
+    mask[80:160, 60:140] = True
+    wall = np.zeros((height, width), bool)
+    wall[80:160, 140:180] = True
+    zero = np.zeros((height, width, 2), np.float32)
+    taken = {}
+    for trusted_anchor in (True, False):
+        step = AdaptiveMaskStep(img, mask, AdaptiveParams(trusted_anchor=trusted_anchor))
+        for _ in range(40):
+            out = step(img, zero, zero)
+            if trusted_anchor:  # pixels that joined through colour are foreground, never trusted
+                assert not (step.trusted & wall).any() and not (step.trusted & ~out).any()
+        taken[trusted_anchor] = (out & wall).sum() / wall.sum()
+    # re-anchoring on the whole mask teaches the local model that the crept-into region is the object,
+    # and the creep runs through it; on the trusted foreground only it stays a margin
+    assert taken[False] > 0.9 and taken[True] < 0.4, taken
+    assert AdaptiveParams().trusted_anchor  # the default
+    prop = FlowMaskPropagator(flow_backend="dis", trusted_anchor=False)
+    assert prop.settings()["adaptive"]["trusted_anchor"] is False
+
+
 def test_confidence_fusion_takes_the_nearer_keyframe_and_nearest_reproduces_the_old_split():
     # a static clip: each chain carries its keyframe's mask unchanged, so who decides is visible
     frames = np.repeat(_clip(num=1)[0], 10, axis=0)
