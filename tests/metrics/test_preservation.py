@@ -154,9 +154,11 @@ def _direct_lpips(a: np.ndarray, b: np.ndarray, weights) -> tuple[np.ndarray, np
     from torchmetrics.functional.image import lpips as tm_lpips
 
     net = torchvision.models.alexnet(weights=None).features
-    net.load_state_dict({k.split(".", 1)[1]: v for k, v in torch.load(weights).items()})
+    net.load_state_dict({k.split(".", 1)[1]: v for k, v in torch.load(weights, weights_only=True).items()})
     lins = torch.load(
-        Path(inspect.getfile(tm_lpips)).parent / "lpips_models" / "alex.pth", map_location="cpu"
+        Path(inspect.getfile(tm_lpips)).parent / "lpips_models" / "alex.pth",
+        map_location="cpu",
+        weights_only=True,
     )
     shift = torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None]
     scale = torch.tensor([0.458, 0.448, 0.450])[None, :, None, None]
